@@ -1,0 +1,100 @@
+"""ACDC cardiac MRI in the preprocessed format used by MT-UNet, CASCADE, MERIT and EMCAD.
+
+What the public repositories show (MT-UNet ``dataset/dataset_ACDC.py``, CASCADE
+``train_ACDC.py``, the ``lists/lists_ACDC/*.txt`` files shipped with e.g. AgileFormer):
+
+* files ``<root>/{train,valid,test}/*.npz`` with keys ``img`` and ``label``;
+* list lines carry the ``.npz`` extension and are joined directly onto the split folder:
+  ``case_001_sliceED_0.npz`` (train; slice index not zero-padded, ED/ES phase),
+  ``case_002_volume_ED.npz`` (test volumes [D,H,W]);
+  the case number is the ACDC patient number (``case_001`` = ``patient001``);
+* the public ``valid.txt`` names 2-D slices (``case_019_sliceED_0.npz``) while the
+  preparation here writes validation *volumes* (``case_019_volume_ED.npz``); the reader
+  accepts both and returns a 2-D validation item as a one-slice volume [1,H,W].
+
+``base_dir`` is the ACDC root; the split sub-folder is appended (MT-UNet passed
+``<root>/test`` for the test split instead). Entries without ``.npz`` are accepted too.
+Labels: 0 background, 1 RV, 2 Myo, 3 LV (the ACDC ground-truth values).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .common import ListedSegmentationDataset, save_npz
+
+ACDC_CLASS_NAMES = ["RV", "Myo", "LV"]
+ACDC_NUM_CLASSES = len(ACDC_CLASS_NAMES) + 1
+ACDC_SPLITS = ("train", "valid", "test")
+ACDC_PHASES = ("ED", "ES")
+FILE_SUFFIX = ".npz"
+
+
+def acdc_case_name(patient_number: int) -> str:
+    """``case_001`` style name of an ACDC patient number."""
+    return f"case_{patient_number:03d}"
+
+
+def acdc_slice_entry(case_name: str, phase: str, slice_index: int) -> str:
+    """List entry of one training slice, e.g. ``case_001_sliceED_0.npz``."""
+    return f"{case_name}_slice{phase}_{slice_index}{FILE_SUFFIX}"
+
+
+def acdc_volume_entry(case_name: str, phase: str) -> str:
+    """List entry of one volume, e.g. ``case_002_volume_ED.npz``."""
+    return f"{case_name}_volume_{phase}{FILE_SUFFIX}"
+
+
+def acdc_entry_case_name(entry: str) -> str:
+    """Case name of a list entry: the entry without its ``.npz`` extension."""
+    return entry[: -len(FILE_SUFFIX)] if entry.endswith(FILE_SUFFIX) else entry
+
+
+class ACDCDataset(ListedSegmentationDataset):
+    """ACDC slices (``train``) or volumes (``valid``, ``test``); ``base_dir`` is the ACDC root."""
+
+    image_key = "img"
+    label_key = "label"
+    slice_splits = ("train",)
+    volume_ndims = (3, 2)  # public valid lists name 2-D slices: read as [1,H,W]
+
+    def data_dir(self) -> str:
+        return os.path.join(self.base_dir, self.split)
+
+    def entry_path(self, entry: str) -> str:
+        name = entry if entry.endswith(FILE_SUFFIX) else entry + FILE_SUFFIX
+        return os.path.join(self.data_dir(), name)
+
+    def case_name(self, entry: str) -> str:
+        return acdc_entry_case_name(entry)
+
+
+def write_acdc_slices(
+    root: str, split: str, case_name: str, phase: str, image: np.ndarray, label: np.ndarray
+) -> list[str]:
+    """Write each slice of a [D,H,W] phase volume as a 2-D file; return the list entries."""
+    entries = []
+    for index in range(image.shape[0]):
+        entry = acdc_slice_entry(case_name, phase, index)
+        save_npz(os.path.join(root, split, entry), img=image[index], label=label[index])
+        entries.append(entry)
+    return entries
+
+
+def write_acdc_volume(
+    root: str, split: str, case_name: str, phase: str, image: np.ndarray, label: np.ndarray
+) -> str:
+    """Write one [D,H,W] phase volume; return its list entry."""
+    entry = acdc_volume_entry(case_name, phase)
+    save_npz(os.path.join(root, split, entry), img=image, label=label)
+    return entry
+
+
+def write_acdc_case(
+    root: str, split: str, case_name: str, phase: str, image: np.ndarray, label: np.ndarray
+) -> list[str]:
+    """Write one phase of a case in its split's form (train: slices, else a volume)."""
+    if split == "train":
+        return write_acdc_slices(root, split, case_name, phase, image, label)
+    return [write_acdc_volume(root, split, case_name, phase, image, label)]
