@@ -1,0 +1,89 @@
+"""Training losses: soft Dice (as released) and the multi-head CE + Dice sum over every subset of heads."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import combinations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["DiceLoss", "MultiHeadLoss", "head_subsets"]
+
+DICE_SMOOTH = 1e-5
+
+
+def _one_hot(target: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.Tensor:
+    """[B, H, W] class indices -> [B, C, H, W] one-hot of ``dtype`` (broadcast compare, no loop over classes)."""
+    classes = torch.arange(num_classes, device=target.device).view(1, num_classes, *([1] * (target.dim() - 1)))
+    return (target.unsqueeze(1) == classes).to(dtype)
+
+
+def _check_logits_and_target(logits: torch.Tensor, target: torch.Tensor, num_classes: int) -> None:
+    if logits.dim() < 3 or logits.shape[1] != num_classes:
+        raise ValueError(f"expected logits [B, {num_classes}, ...], got shape {tuple(logits.shape)}")
+    if target.shape != logits.shape[:1] + logits.shape[2:]:
+        raise ValueError(f"target shape {tuple(target.shape)} does not match logits {tuple(logits.shape)} "
+                         f"(expected {tuple(logits.shape[:1] + logits.shape[2:])})")
+
+
+class DiceLoss(nn.Module):
+    """Soft Dice loss of the release: per class ``1 - (2 sum(p t) + s) / (sum(p^2) + sum(t^2) + s)``.
+
+    Sums run over the whole batch and all pixels (not per image); the loss is the mean over classes,
+    background included. ``p`` are softmax probabilities (or ``inputs`` as given when ``softmax=False``).
+    Labels are assumed valid (the datasets check label ranges when loading).
+    """
+
+    def __init__(self, num_classes: int, smooth: float = DICE_SMOOTH):
+        super().__init__()
+        self.num_classes = num_classes
+        self.smooth = smooth
+
+    def forward(self, inputs: torch.Tensor, target: torch.Tensor, softmax: bool = True) -> torch.Tensor:
+        """inputs: logits [B, C, H, W] (probabilities if ``softmax=False``); target: LongTensor [B, H, W]."""
+        _check_logits_and_target(inputs, target, self.num_classes)
+        probs = torch.softmax(inputs.float(), dim=1) if softmax else inputs.float()
+        one_hot = _one_hot(target, self.num_classes, probs.dtype)
+        reduce_dims = [0] + list(range(2, probs.dim()))  # batch and pixels, per class
+        intersection = (probs * one_hot).sum(reduce_dims)
+        denominator = (probs * probs).sum(reduce_dims) + (one_hot * one_hot).sum(reduce_dims)
+        dice = (2 * intersection + self.smooth) / (denominator + self.smooth)
+        return (1 - dice).mean()
+
+
+def head_subsets(num_heads: int) -> list[tuple[int, ...]]:
+    """Every non-empty subset of head indices, by size then lexicographically (15 for 4 heads)."""
+    return [subset for size in range(1, num_heads + 1) for subset in combinations(range(num_heads), size)]
+
+
+class MultiHeadLoss(nn.Module):
+    """Deep-supervision loss of the release: for every non-empty subset S of the prediction heads,
+    ``ce_weight * CE(sum_S logits) + dice_weight * Dice(sum_S logits)``, summed over the subsets."""
+
+    def __init__(self, num_classes: int, ce_weight: float = 0.3, dice_weight: float = 0.7):
+        super().__init__()
+        self.num_classes = num_classes
+        self.ce_weight = ce_weight
+        self.dice_weight = dice_weight
+        self.dice = DiceLoss(num_classes)
+
+    def forward(self, outputs: Sequence[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+        """outputs: N logits tensors [B, C, H, W] (one per head); target: LongTensor [B, H, W] -> scalar."""
+        if isinstance(outputs, torch.Tensor) or len(outputs) == 0:
+            raise ValueError("outputs must be a non-empty tuple/list of logits tensors, one per head")
+        for logits in outputs:
+            _check_logits_and_target(logits, target, self.num_classes)
+        heads = [logits.float() for logits in outputs]  # losses in float32 also under autocast
+
+        # Subsets come by increasing size, so each subset's logits = (subset minus its last head) + last head.
+        subset_logits: dict[tuple[int, ...], torch.Tensor] = {}
+        total = heads[0].new_zeros(())
+        for subset in head_subsets(len(heads)):
+            logits = heads[subset[0]] if len(subset) == 1 else subset_logits[subset[:-1]] + heads[subset[-1]]
+            subset_logits[subset] = logits
+            log_probs = F.log_softmax(logits, dim=1)
+            cross_entropy = F.nll_loss(log_probs, target)  # == F.cross_entropy(logits, target)
+            dice = self.dice(log_probs.exp(), target, softmax=False)
+            total = total + self.ce_weight * cross_entropy + self.dice_weight * dice
+        return total
