@@ -1,0 +1,37 @@
+# Sim-MPNet: environment, tests and a CPU demo on the synthetic (phantom) Synapse set.
+#   make venv   create .venv and install requirements.txt (once; again only when requirements.txt changes)
+#   make test   run the test suite in .venv
+#   make demo   phantom data -> short CPU training (runs/demo) -> test (runs/demo/test) -> DSC/HD95 table
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+VENV_STAMP := $(VENV)/.requirements-installed
+
+PHANTOM := data/phantom
+PHANTOM_SYNAPSE := $(PHANTOM)/Synapse
+PHANTOM_LISTS := $(PHANTOM)/lists/lists_Synapse
+DEMO_DIR := runs/demo
+# Small CPU configuration: pico backbone at 64x64 from random init, short memory warm-up, small memory pool.
+DEMO_MODEL := --scale pico --img_size 64 --img_size_s2 64 --pool_size 16 --warmup_iters 20 --pretrained none
+DEMO_TRAIN := --max_epochs 30 --wld_start_epoch 10 --batch_size 8 --base_lr 1e-3 --num_workers 1
+DEMO_VOLUMES := --volume_path $(PHANTOM_SYNAPSE)/test_vol_h5 --list_dir $(PHANTOM_LISTS)
+
+.PHONY: venv test demo
+
+$(VENV_STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -r requirements.txt
+	touch $@
+
+venv: $(VENV_STAMP)
+
+test: $(VENV_STAMP)
+	$(PY) -m pytest -q
+
+$(PHANTOM_LISTS)/test_vol.txt: | $(VENV_STAMP)
+	$(PY) -m datasets.phantom --dataset synapse --out $(PHANTOM)
+
+demo: $(VENV_STAMP) $(PHANTOM_LISTS)/test_vol.txt
+	$(PY) train_synapse.py --root_path $(PHANTOM_SYNAPSE)/train_npz $(DEMO_VOLUMES) $(DEMO_MODEL) $(DEMO_TRAIN) --device cpu --output_dir $(DEMO_DIR) --resume auto
+	$(PY) test_synapse.py $(DEMO_VOLUMES) --checkpoint $(DEMO_DIR)/last.pth --output_dir $(DEMO_DIR)/test \
+		--device cpu --save-overlays 2

@@ -1,0 +1,247 @@
+"""Time the vectorised Sim-MPNet against the loop reference (tests/reference.py) in one run.
+
+    python benchmarks/bench_model.py --scale small --img_size 256 --batch 2 --device cpu --json runs/bench.json
+    python benchmarks/bench_model.py --what dmwla --batch 4 --threads 2
+    python benchmarks/bench_model.py --what volume --device cuda
+
+--what model: a training step (forward, multi-head loss, backward, AdamW) and an inference forward of the whole model,
+  in the memory phase (warm-up over, so W-LD updates run).
+--what dmwla: one DMW-LA layer at stage-1 size (56x56, 96 channels, feature_dim 256, num_k 9).
+--what volume: a test volume end to end (inference + metrics): batched inference + cropped metrics ("fast") against
+  one slice at a time + full-volume medpy metrics ("reference").
+Implementations alternate within each repetition; medians are reported. Peak memory: CUDA max_memory_allocated, CPU
+growth of the peak RSS of a child process that runs only that implementation.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from networks import DMWLA, SimMPNet, dataset_constants  # noqa: E402
+from tests.reference import use_reference_impl  # noqa: E402
+
+IMPLS = ("fast", "reference")
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+STAGE1 = dict(size=56, channels=96, feature_dim=256, num_k=9)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--what", choices=("model", "dmwla", "volume"), default="model")
+    parser.add_argument("--scale", default="small", choices=("pico", "nano", "tiny", "small"))
+    parser.add_argument("--img_size", type=int, default=256)
+    parser.add_argument("--img_size_s2", type=int, default=224)
+    parser.add_argument("--dataset", default="synapse", help="source of num_classes / num_k / feature_dim")
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    parser.add_argument("--amp", choices=tuple(AMP_DTYPES), default="none")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repetitions per implementation")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed repetitions first")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
+    parser.add_argument("--slices", type=int, default=100, help="--what volume: slices of the test volume")
+    parser.add_argument("--slice_size", type=int, default=512, help="--what volume: slice height and width")
+    parser.add_argument("--infer_batch", type=int, default=16, help="--what volume: slices per batch (fast)")
+    parser.add_argument("--impl", choices=("both", *IMPLS), default="both")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--memory-probe", dest="memory_probe", action="store_true", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda requested but CUDA is not available")
+    return device
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ----- workloads: each returns {impl: (train_step, infer)} callables -------------------------------------------------
+def model_workload(args, device):
+    from utils.losses import MultiHeadLoss
+
+    constants = dataset_constants(args.dataset)
+    torch.manual_seed(0)
+    fast = SimMPNet(img_size=args.img_size, img_size_s2=args.img_size_s2, scale=args.scale, pretrained=False,
+                    warmup_iters=0, **constants).to(device)
+    models = {"fast": fast, "reference": use_reference_impl(copy.deepcopy(fast))}
+    criterion = MultiHeadLoss(constants["num_classes"])
+    generator = torch.Generator().manual_seed(0)
+    image = torch.rand(args.batch, 1, args.img_size, args.img_size, generator=generator).to(device)
+    label = torch.randint(constants["num_classes"], (args.batch, args.img_size, args.img_size),
+                          generator=generator).to(device)
+    return {impl: steps_for(model, lambda m: criterion(m(image), label), lambda m: m(image), args, device)
+            for impl, model in models.items()}
+
+
+def dmwla_workload(args, device):
+    torch.manual_seed(0)
+    fast = DMWLA(STAGE1["channels"], STAGE1["num_k"], STAGE1["feature_dim"], warmup_iters=0).to(device)
+    models = {"fast": fast, "reference": use_reference_impl(copy.deepcopy(fast))}
+    x = torch.randn(args.batch, STAGE1["channels"], STAGE1["size"], STAGE1["size"], device=device)
+    return {impl: steps_for(layer, lambda m: m(x).square().mean(), lambda m: m(x), args, device)
+            for impl, layer in models.items()}
+
+
+def steps_for(module, loss_of, forward_of, args, device):
+    amp = AMP_DTYPES[args.amp]
+    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-4, weight_decay=1e-4)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
+
+    def train_step():
+        module.train()
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            loss = loss_of(module)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    def infer():
+        module.eval()
+        with torch.inference_mode(), torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            forward_of(module)
+
+    return train_step, infer
+
+
+def volume_workload(args, device):
+    """Inference + metrics of one synthetic test volume: batched + cropped vs one slice at a time + full volume."""
+    from medpy import metric
+
+    from utils.inference import predict_volume
+    from utils.metrics import case_metrics
+
+    constants = dataset_constants(args.dataset)
+    classes = constants["num_classes"]
+    torch.manual_seed(0)
+    model = SimMPNet(img_size=args.img_size, img_size_s2=args.img_size_s2, scale=args.scale, pretrained=False,
+                     warmup_iters=0, **constants).to(device).eval()
+    rng = np.random.default_rng(0)
+    volume = rng.random((args.slices, args.slice_size, args.slice_size), dtype=np.float32)
+    label = synthetic_label(args.slices, args.slice_size, classes, rng)
+    amp = AMP_DTYPES[args.amp]
+
+    def fast():
+        prediction = predict_volume(model, volume, args.img_size, batch_size=args.infer_batch, amp_dtype=amp)
+        case_metrics(prediction, label, classes)
+
+    def reference():
+        prediction = predict_volume(model, volume, args.img_size, batch_size=1, amp_dtype=amp)
+        for c in range(1, classes):  # the release's per-class medpy calls on the whole volume
+            pred, gt = prediction == c, label == c
+            if pred.any() and gt.any():
+                metric.binary.dc(pred, gt), metric.binary.hd95(pred, gt)
+                metric.binary.jc(pred, gt), metric.binary.assd(pred, gt)
+
+    return {"fast": (None, fast), "reference": (None, reference)}
+
+
+def synthetic_label(slices: int, size: int, classes: int, rng: np.random.Generator) -> np.ndarray:
+    """Ellipsoidal organs, one per foreground class, so that every class is present."""
+    z, y, x = np.ogrid[:slices, :size, :size]
+    label = np.zeros((slices, size, size), dtype=np.int64)
+    for c in range(1, classes):
+        centre = rng.uniform(0.25, 0.75, 3) * (slices, size, size)
+        radius = rng.uniform(0.08, 0.2, 3) * (slices, size, size)
+        inside = sum(((axis - m) / r) ** 2 for axis, m, r in zip((z, y, x), centre, radius)) <= 1
+        label[inside] = c
+    return label
+
+
+WORKLOADS = {"model": model_workload, "dmwla": dmwla_workload, "volume": volume_workload}
+
+
+# ----- measurement -------------------------------------------------------------------------------------------------
+def timed(fn, device) -> float:
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def run_timings(args, device, impls) -> dict:
+    workloads = WORKLOADS[args.what](args, device)
+    times = {impl: {"train_step_s": [], "infer_s": []} for impl in impls}
+    for repetition in range(args.warmup + args.repeats):
+        for impl in impls:  # interleaved, so drift affects both alike
+            train_step, infer = workloads[impl]
+            for key, fn in (("train_step_s", train_step), ("infer_s", infer)):
+                if fn is None:
+                    continue
+                elapsed = timed(fn, device)
+                if repetition >= args.warmup:
+                    times[impl][key].append(elapsed)
+    return {impl: {key: statistics.median(values) if values else None for key, values in result.items()}
+            for impl, result in times.items()}
+
+
+def peak_memory_mb(args, device, impl) -> float:
+    """CUDA: max_memory_allocated over a run of `impl` alone. CPU: growth of the peak RSS of a child process doing
+    the same (after imports; it includes building both models, which is the same for both implementations)."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        probe = argparse.Namespace(**{**vars(args), "repeats": 1, "warmup": 0})
+        run_timings(probe, device, [impl])
+        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+    command = [sys.executable, __file__, *sys.argv[1:], "--impl", impl, "--memory-probe"]
+    result = subprocess.run(command, capture_output=True, text=True, check=True, env={**os.environ})
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> dict | None:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    if args.memory_probe:  # child process: one implementation, print the growth of its peak RSS in MiB
+        probe = argparse.Namespace(**{**vars(args), "repeats": 1, "warmup": 0})
+        baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        run_timings(probe, device, [args.impl])
+        print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline) / 1024)
+        return None
+    impls = IMPLS if args.impl == "both" else (args.impl,)
+    results = run_timings(args, device, impls)
+    for impl in impls:
+        results[impl]["peak_mem_mb"] = peak_memory_mb(args, device, impl)
+    config = {k: v for k, v in vars(args).items() if k not in ("json", "memory_probe")}
+    config.update(device=str(device), torch=torch.__version__, threads=torch.get_num_threads(),
+                  gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else None)
+    report = {"config": config, **results}
+    if len(impls) == 2:
+        fast, reference = results["fast"], results["reference"]
+        report["speedup"] = {key.removesuffix("_s"): reference[key] / fast[key]
+                             for key in ("train_step_s", "infer_s") if fast[key]}
+        report["memory_ratio"] = fast["peak_mem_mb"] / reference["peak_mem_mb"]
+    print(json.dumps(report, indent=2))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        temporary = args.json.with_name(args.json.name + ".tmp")
+        temporary.write_text(json.dumps(report, indent=2))
+        os.replace(temporary, args.json)
+    return report
+
+
+if __name__ == "__main__":
+    main()

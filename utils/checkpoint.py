@@ -1,0 +1,194 @@
+"""Atomic file writing, training checkpoints and rebuilding a model from a checkpoint.
+
+Every file the pipeline writes goes through :func:`atomic_write_bytes` (``<name>.tmp`` in the same directory, then
+``os.replace``), so an interrupted run never leaves a half-written file under a final name.
+
+A checkpoint is a plain dict saved with ``torch.save`` and loaded with ``weights_only=True`` (no arbitrary pickles):
+
+    format, model, model_config, optimizer, scaler, next_epoch, global_step, memory_k, wld_previous_loss,
+    best_val_dice, best_test_dice, rng, args
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import random
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+CHECKPOINT_FORMAT = "sim-mpnet/1"
+TMP_SUFFIX = ".tmp"
+REQUIRED_KEYS = ("format", "model", "model_config")
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used; ``str()`` is ``"<path>: <problem>"`` like ``datasets.common.DataError``."""
+
+    def __init__(self, path: str | os.PathLike, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Atomic writes
+# ----------------------------------------------------------------------------------------------------------------
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``<path>.tmp`` in the same directory, flush it to disk, then rename it onto ``path``."""
+    path = Path(path)
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """UTF-8 text version of :func:`atomic_write_bytes`."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def json_safe(value: Any) -> Any:
+    """Recursively turn numpy scalars/arrays, paths and non-finite floats (-> None) into plain JSON values."""
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_safe(value.tolist())
+    if isinstance(value, np.generic):
+        return json_safe(value.item())
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON (NaN/inf become null so the file stays valid JSON)."""
+    atomic_write_text(path, json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` into memory, then :func:`atomic_write_bytes`."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# RNG state (stored as tensors / plain python values so that ``weights_only=True`` loading accepts it)
+# ----------------------------------------------------------------------------------------------------------------
+def capture_rng_state() -> dict:
+    """Python, numpy, torch CPU and (when present) CUDA generator states."""
+    kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: Mapping) -> None:
+    """Inverse of :func:`capture_rng_state`."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    np_state = state["numpy"]
+    np.random.set_state((np_state["kind"], np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
+                         np_state["has_gauss"], np_state["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Checkpoints
+# ----------------------------------------------------------------------------------------------------------------
+def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> None:
+    """Save a checkpoint dict atomically, stamping the format version."""
+    atomic_torch_save({"format": CHECKPOINT_FORMAT, **state}, path)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Load and sanity-check a checkpoint written by :func:`save_checkpoint`.
+
+    Raises :class:`CheckpointError` naming the file for a missing, truncated/corrupt or foreign file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(path, "checkpoint file not found")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated/corrupt/unsafe files
+        raise CheckpointError(path, f"cannot read checkpoint (corrupt or not a PyTorch file): "
+                                    f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    if not isinstance(ckpt, dict) or not all(key in ckpt for key in REQUIRED_KEYS):
+        raise CheckpointError(path, "not a Sim-MPNet checkpoint of this codebase (expected a dict with "
+                                    f"{', '.join(REQUIRED_KEYS)}; a bare state_dict or another model's file?)")
+    if ckpt["format"] != CHECKPOINT_FORMAT:
+        raise CheckpointError(path, f"unsupported checkpoint format {ckpt['format']!r} "
+                                    f"(this code reads {CHECKPOINT_FORMAT!r})")
+    return ckpt
+
+
+def config_mismatches(saved: Mapping[str, Any], requested: Mapping[str, Any]) -> list[str]:
+    """``["key: checkpoint has A, requested B", ...]`` for every requested (non-None) value that differs."""
+    problems = []
+    for key, want in requested.items():
+        if want is None:
+            continue
+        have = saved.get(key, "<absent>")
+        if have != want:
+            problems.append(f"{key}: checkpoint has {have!r}, requested {want!r}")
+    return problems
+
+
+def check_model_config(path: str | os.PathLike, saved: Mapping[str, Any], requested: Mapping[str, Any]) -> None:
+    """Raise :class:`CheckpointError` when a requested architecture setting contradicts the checkpoint."""
+    problems = config_mismatches(saved, requested)
+    if problems:
+        raise CheckpointError(path, "checkpoint does not match the requested model: " + "; ".join(problems))
+
+
+def load_model_state(model: torch.nn.Module, ckpt: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """``model.load_state_dict(ckpt['model'])`` (strict), turning key/shape mismatches into one CheckpointError."""
+    try:
+        model.load_state_dict(ckpt["model"], strict=True)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())
+        raise CheckpointError(path, f"weights do not fit the model built from its config: {detail[:500]}") from exc
+
+
+def build_model_from_checkpoint(path: str | os.PathLike, requested: Mapping[str, Any] | None = None,
+                                map_location: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+    """Rebuild ``SimMPNet(**ckpt['model_config'], pretrained=False)`` and load its weights.
+
+    ``requested`` holds architecture settings given on the command line (None = take the checkpoint's);
+    any contradiction raises :class:`CheckpointError`. Returns ``(model, checkpoint_dict)``.
+    """
+    from networks import SimMPNet  # local import: keeps `import utils.checkpoint` light
+
+    ckpt = load_checkpoint(path, map_location=map_location)
+    config = dict(ckpt["model_config"])
+    check_model_config(path, config, requested or {})
+    try:
+        model = SimMPNet(**config, pretrained=False)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(path, f"model_config cannot build a SimMPNet: {exc}") from exc
+    load_model_state(model, ckpt, path)
+    return model, ckpt

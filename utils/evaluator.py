@@ -1,0 +1,204 @@
+"""Volume-wise evaluation: one code path for the test scripts and for validation during training.
+
+``evaluate_model`` predicts every volume of a dataset with ``utils.inference.predict_volume`` and scores it with
+``utils.metrics.case_metrics``; ``evaluate`` (the test scripts' entry) adds checkpoint loading, the printed tables
+and the output files (metrics.csv, summary.json, optional NIfTI and PNG overlays).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import io
+import warnings
+from pathlib import Path
+from typing import Callable, Sequence
+
+import nibabel as nib
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from datasets import build_dataset
+
+from utils.checkpoint import atomic_write_bytes, atomic_write_json, atomic_write_text, build_model_from_checkpoint
+from utils.inference import predict_volume, resolve_device
+from utils.metrics import METRIC_NAMES, case_metrics, summarize
+from utils.runlog import (CreatedPaths, amp_dtype, format_table, logger, removed_on_failure, run_logging,
+                          seed_everything)
+from utils.visual import overlay, save_png, side_by_side
+
+CSV_COLUMNS = ("case", "class", *METRIC_NAMES)
+NIFTI_SUFFIXES = {"image": "_img.nii.gz", "prediction": "_pred.nii.gz", "label": "_gt.nii.gz"}
+NIFTI_AFFINE = np.eye(4)  # unit spacing, as the release wrote its predictions
+# Architecture options of the test parser that must agree with the checkpoint when given.
+ARCHITECTURE_OPTIONS = ("num_classes", "scale", "img_size", "img_size_s2", "num_k", "feature_dim", "pool_size",
+                        "warmup_iters")
+
+CaseCallback = Callable[[str, np.ndarray, np.ndarray, np.ndarray], None]
+
+
+def class_labels(class_names: Sequence[str], num_classes: int) -> list[str]:
+    """Foreground class names; generic names when the class count was overridden."""
+    if len(class_names) == num_classes - 1:
+        return list(class_names)
+    return [f"class_{index}" for index in range(1, num_classes)]
+
+
+def evaluate_model(model: torch.nn.Module, dataset: torch.utils.data.Dataset, *, img_size: int, num_classes: int,
+                   protocol: str = "transunet", batch_size: int = 16, device: torch.device | None = None,
+                   amp: torch.dtype | None = None, on_case: CaseCallback | None = None,
+                   desc: str = "evaluate") -> tuple[dict[str, np.ndarray], dict]:
+    """Predict and score every volume of ``dataset``.
+
+    Returns ``(per_case, summary)``: ``per_case[case_name]`` is the ``[num_classes-1, 4]`` metric array of
+    ``case_metrics``; ``summary`` is ``utils.metrics.summarize(per_case)``. ``on_case(case, image, prediction,
+    label)`` is called after each volume (used to write NIfTI / overlays). The model's train/eval modes are kept
+    (``predict_volume`` restores them).
+    """
+    per_case: dict[str, np.ndarray] = {}
+    for index in tqdm(range(len(dataset)), desc=desc, leave=False, disable=None):
+        item = dataset[index]
+        image, label, case = item["image"], item["label"], item["case_name"]
+        prediction = predict_volume(model, image, img_size, batch_size=batch_size, device=device, amp_dtype=amp)
+        per_case[case] = case_metrics(prediction, label, num_classes, protocol=protocol)
+        if on_case is not None:
+            on_case(case, image, prediction, label)
+    return per_case, summarize(per_case)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Output files
+# ----------------------------------------------------------------------------------------------------------------
+def metrics_csv_text(per_case: dict[str, np.ndarray], labels: Sequence[str]) -> str:
+    """CSV with one row per (case, class): case, class, dice, hd95, jaccard, asd."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for case, metrics in per_case.items():
+        for label, row in zip(labels, metrics):
+            writer.writerow([case, label, *(f"{value:.6g}" for value in row)])
+    return buffer.getvalue()
+
+
+def summary_record(summary: dict, labels: Sequence[str], protocol: str, checkpoint: str | None,
+                   num_cases: int) -> dict:
+    """JSON-ready summary: means, per-class metrics by class name, protocol, checkpoint path."""
+    per_class = [{"class": label, **{name: stats[name] for name in METRIC_NAMES}}
+                 for label, stats in zip(labels, summary["per_class"])]
+    means = {f"mean_{name}": summary[f"mean_{name}"] for name in METRIC_NAMES}
+    return {**means, "per_class": per_class, "protocol": protocol, "checkpoint": checkpoint, "num_cases": num_cases}
+
+
+def metric_tables(per_case: dict[str, np.ndarray], summary: dict, labels: Sequence[str]) -> str:
+    """Per-case table (class-averaged metrics) and per-class table (case-averaged) with the overall mean."""
+    header = ["case", *METRIC_NAMES]
+    case_rows = [[case, *_nan_mean_over_classes(metrics)] for case, metrics in per_case.items()]
+    class_rows = [[label, *(stats[name] for name in METRIC_NAMES)] for label, stats in zip(labels, summary["per_class"])]
+    class_rows.append(["mean", *(summary[f"mean_{name}"] for name in METRIC_NAMES)])
+    return format_table(header, case_rows) + "\n\n" + format_table(["class", *METRIC_NAMES], class_rows)
+
+
+def _nan_mean_over_classes(metrics: np.ndarray) -> np.ndarray:
+    """Mean over classes ignoring NaN (strict protocol); all-NaN columns stay NaN without a warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(metrics, axis=0)
+
+
+def nifti_bytes(volume: np.ndarray) -> bytes:
+    """Gzipped NIfTI-1 of a [D, H, W] (or [H, W]) array, axes reversed to (x, y, z) as SimpleITK writes them."""
+    data = np.asarray(volume, dtype=np.float32).T
+    return gzip.compress(nib.Nifti1Image(data, NIFTI_AFFINE).to_bytes(), mtime=0)
+
+
+def save_case_nifti(directory: Path, case: str, image: np.ndarray, prediction: np.ndarray, label: np.ndarray,
+                    created: CreatedPaths) -> None:
+    """``<case>_img.nii.gz``, ``<case>_pred.nii.gz``, ``<case>_gt.nii.gz`` (written atomically)."""
+    for key, volume in (("image", image), ("prediction", prediction), ("label", label)):
+        atomic_write_bytes(created.track(directory / f"{case}{NIFTI_SUFFIXES[key]}"), nifti_bytes(volume))
+
+
+def most_foreground_slices(label: np.ndarray, count: int) -> list[int]:
+    """Indices of the ``count`` slices with the most labelled foreground pixels (ties: lower index first)."""
+    volume = label if label.ndim == 3 else label[None]
+    foreground = (volume > 0).reshape(volume.shape[0], -1).sum(axis=1)
+    order = np.argsort(-foreground, kind="stable")
+    return sorted(int(i) for i in order[:count])
+
+
+def gt_pred_panel(image: np.ndarray, label: np.ndarray, prediction: np.ndarray, num_classes: int) -> np.ndarray:
+    """uint8 RGB (ground truth | prediction) overlays of one slice."""
+    return side_by_side(overlay(image, label, num_classes), overlay(image, prediction, num_classes))
+
+
+def save_case_overlays(directory: Path, case: str, image: np.ndarray, prediction: np.ndarray, label: np.ndarray,
+                       num_classes: int, count: int, created: CreatedPaths) -> None:
+    """PNG (ground truth | prediction) of the ``count`` slices of a case with the most foreground."""
+    volumes = [v if v.ndim == 3 else v[None] for v in (image, prediction, label)]
+    for index in most_foreground_slices(volumes[2], count):
+        panel = gt_pred_panel(volumes[0][index], volumes[2][index], volumes[1][index], num_classes)
+        save_png(created.track(directory / f"{case}_slice{index:03d}.png"), panel)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Test-script entry
+# ----------------------------------------------------------------------------------------------------------------
+def requested_architecture(args: argparse.Namespace) -> dict:
+    """Architecture settings given on the command line (None = take the checkpoint's)."""
+    return {name: getattr(args, name) for name in ARCHITECTURE_OPTIONS}
+
+
+def build_eval_dataset(args: argparse.Namespace, split: str) -> torch.utils.data.Dataset:
+    """Volume dataset of ``split`` (a list name in --list_dir) under --volume_path."""
+    return build_dataset(args.dataset, args.volume_path, args.list_dir, split, args.num_classes, seed=args.seed)
+
+
+def evaluate(args: argparse.Namespace) -> dict:
+    """Evaluate ``args.checkpoint`` on the test list; write metrics.csv / summary.json (and NIfTI / overlays).
+
+    Input errors (data, checkpoint) are raised before or during the run; files created by a failed run are removed.
+    Returns the summary record written to summary.json.
+    """
+    seed_everything(args.seed, bool(args.deterministic))
+    device = resolve_device(args.device)
+    dataset = build_eval_dataset(args, args.test_list)
+    model, _ = build_model_from_checkpoint(args.checkpoint, requested_architecture(args), map_location="cpu")
+    model.to(device)
+    img_size = model.config["img_size"]
+    labels = class_labels(args.class_names, args.num_classes)
+    output_dir = Path(args.output_dir)
+
+    with removed_on_failure() as created:
+        created.mkdir(output_dir)
+        with run_logging(created.track(output_dir / "log.txt")):
+            for note in args.notes:
+                logger.info(note)
+            logger.info("evaluating %s on %d volumes of %s (%s protocol, img_size %d, device %s)", args.checkpoint,
+                        len(dataset), args.test_list, args.metrics, img_size, device)
+            on_case = _case_writer(args, output_dir, created) if args.is_savenii or args.save_overlays else None
+            per_case, summary = evaluate_model(model, dataset, img_size=img_size, num_classes=args.num_classes,
+                                               protocol=args.metrics, batch_size=args.batch_size, device=device,
+                                               amp=amp_dtype(args.amp), on_case=on_case, desc="test")
+            record = summary_record(summary, labels, args.metrics, str(args.checkpoint), len(per_case))
+            atomic_write_text(created.track(output_dir / "metrics.csv"), metrics_csv_text(per_case, labels))
+            atomic_write_json(created.track(output_dir / "summary.json"), record)
+            logger.info("\n%s", metric_tables(per_case, summary, labels))
+            logger.info("mean DSC %.4f  mean HD95 %.4f  (%s protocol) -> %s", record["mean_dice"],
+                        record["mean_hd95"], args.metrics, output_dir / "summary.json")
+    return record
+
+
+def _case_writer(args: argparse.Namespace, output_dir: Path, created: CreatedPaths) -> CaseCallback:
+    """Callback of ``evaluate_model`` writing the per-case NIfTI files and overlays that were asked for."""
+    nifti_dir = created.mkdir(args.test_save_dir) if args.is_savenii else None
+    overlay_dir = created.mkdir(output_dir / "overlays") if args.save_overlays else None
+
+    def write(case: str, image: np.ndarray, prediction: np.ndarray, label: np.ndarray) -> None:
+        if nifti_dir is not None:
+            save_case_nifti(nifti_dir, case, image, prediction, label, created)
+        if overlay_dir is not None:
+            save_case_overlays(overlay_dir, case, image, prediction, label, args.num_classes, args.save_overlays,
+                               created)
+
+    return write

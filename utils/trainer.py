@@ -1,0 +1,362 @@
+"""Training loop of Sim-MPNet (both data sets), reproducing the authors' release by default.
+
+Release recipe: AdamW (lr 1e-4, weight decay 1e-4) at a constant learning rate, batch 20, 300 epochs, MultiHeadLoss
+(0.3 CE + 0.7 Dice over the 15 non-empty subsets of the 4 heads), and W-LD from epoch 100: after every optimizer
+step the memory's K follows ``networks.wld.next_memory_k(previous_loss, loss, pool_size)``.
+
+Everything that influences the run is a function of (seed, epoch): the shuffle uses a generator seeded by
+(seed, epoch) and the dataset's augmentation by (seed, epoch, index), so results do not depend on the number of
+workers, and ``last.pth`` (written every epoch) holds everything needed for a resumed run to end in exactly the state
+of an uninterrupted one.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from datasets import DATASET_INFO, build_dataset
+from datasets.augment import RandomGenerator
+from datasets.common import DataError
+from networks import SimMPNet, model_summary
+from networks.wld import next_memory_k
+from utils.checkpoint import (CheckpointError, atomic_write_json, capture_rng_state, check_model_config, json_safe,
+                              load_checkpoint, load_model_state, restore_rng_state, save_checkpoint)
+from utils.evaluator import build_eval_dataset, evaluate_model, gt_pred_panel
+from utils.losses import MultiHeadLoss
+from utils.inference import resolve_device
+from utils.runlog import (CreatedPaths, TensorBoard, amp_dtype, logger, removed_on_failure, run_logging,
+                          seed_everything)
+
+WEIGHT_DECAY = 1e-4  # release: AdamW(weight_decay=0.0001)
+LOG_EVERY_STEPS = 50  # release logs the loss every 50 iterations
+LAST_CHECKPOINT = "last.pth"
+BEST_VAL_CHECKPOINT = "best_val.pth"
+BEST_TEST_CHECKPOINT = "best.pth"  # --select_best_on_test (release behaviour)
+# Arguments whose change between the original and a resumed run breaks exact continuation (logged as a warning).
+RESUME_SENSITIVE_ARGS = ("seed", "batch_size", "base_lr", "wld_start_epoch", "root_path", "list_dir", "amp")
+
+
+@dataclass
+class TrainState:
+    """Loop counters saved in every checkpoint."""
+
+    next_epoch: int = 0
+    global_step: int = 0
+    wld_previous_loss: float | None = None
+    best_val_dice: float = -math.inf
+    best_test_dice: float = -math.inf
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Building blocks
+# ----------------------------------------------------------------------------------------------------------------
+def build_model(args: argparse.Namespace) -> nn.Module:
+    """SimMPNet from the command line (``--pretrained none`` -> random init without file access)."""
+    return SimMPNet(num_classes=args.num_classes, img_size=args.img_size, img_size_s2=args.img_size_s2,
+                    scale=args.scale, num_k=args.num_k, feature_dim=args.feature_dim, pretrained=args.pretrained,
+                    warmup_iters=args.warmup_iters, pool_size=args.pool_size)
+
+
+def build_train_dataset(args: argparse.Namespace) -> torch.utils.data.Dataset:
+    """Augmented 2-D training slices of the data set's train split."""
+    return build_dataset(args.dataset, args.root_path, args.list_dir, DATASET_INFO[args.dataset]["train_split"],
+                         args.num_classes, transform=RandomGenerator(output_size=(args.img_size, args.img_size)),
+                         seed=args.seed)
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """Generator of an epoch's shuffle, a function of (seed, epoch) only."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(module, nn.modules.batchnorm._BatchNorm) for module in model.modules())
+
+
+def drop_singleton_batch(num_items: int, batch_size: int, model: nn.Module) -> bool:
+    """The release keeps the last partial batch; drop it only when it has one slice and BatchNorm would fail."""
+    return batch_size > 1 and num_items % batch_size == 1 and has_batchnorm(model)
+
+
+@dataclass(frozen=True)
+class LoadFailure:
+    """A DataError raised while loading an item, carried to the main process as data."""
+
+    path: str
+    problem: str
+
+
+class ErrorsAsData(torch.utils.data.Dataset):
+    """Wraps a dataset so that a DataError raised in a worker process reaches the main process intact (the
+    DataLoader would re-raise it as a RuntimeError holding the worker's traceback text)."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        try:
+            return self.dataset[index]
+        except DataError as exc:
+            return LoadFailure(exc.path, exc.problem)
+
+
+def collate_or_failure(items: list):
+    """default_collate, or the first LoadFailure of the batch."""
+    failure = next((item for item in items if isinstance(item, LoadFailure)), None)
+    return failure if failure is not None else torch.utils.data.default_collate(items)
+
+
+def train_loader(dataset: torch.utils.data.Dataset, args: argparse.Namespace, epoch: int, drop_last: bool,
+                 device: torch.device) -> DataLoader:
+    """DataLoader of one epoch: shuffle seeded by (seed, epoch); the dataset's augmentation set to this epoch.
+    Batches are dicts, or a LoadFailure for a file that could not be loaded."""
+    dataset.set_epoch(epoch)
+    return DataLoader(ErrorsAsData(dataset), batch_size=args.batch_size, shuffle=True,
+                      generator=epoch_generator(args.seed, epoch), num_workers=args.num_workers,
+                      pin_memory=device.type == "cuda", drop_last=drop_last, collate_fn=collate_or_failure)
+
+
+def wld_step(model: nn.Module, state: TrainState, epoch: int, first_step_of_epoch: bool, loss: float,
+             wld_start_epoch: int) -> None:
+    """W-LD after an optimizer step: record the loss at the first step of ``wld_start_epoch``; afterwards
+    K = next_memory_k(previous_loss, loss, pool_size), set in every DMW-LA layer."""
+    if epoch < wld_start_epoch:
+        return
+    if state.wld_previous_loss is None or (epoch == wld_start_epoch and first_step_of_epoch):
+        state.wld_previous_loss = loss
+        return
+    model.set_memory_k(next_memory_k(state.wld_previous_loss, loss, model.pool_size))
+    state.wld_previous_loss = loss
+
+
+def make_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                    state: TrainState, args: argparse.Namespace) -> dict:
+    """Everything needed to continue exactly (see utils.checkpoint)."""
+    return {"model": model.state_dict(), "model_config": dict(model.config), "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(), "memory_k": int(model.memory_k), **asdict(state),
+            "rng": capture_rng_state(), "args": json_safe(vars(args))}
+
+
+def restore_training(path: str, model: nn.Module, optimizer: torch.optim.Optimizer,
+                     scaler: torch.amp.GradScaler, args: argparse.Namespace) -> TrainState:
+    """Load ``path`` into model/optimizer/scaler, restore the RNGs and return the loop state."""
+    ckpt = load_checkpoint(path, map_location="cpu")
+    check_model_config(path, ckpt["model_config"], model.config)
+    load_model_state(model, ckpt, path)
+    model.set_memory_k(int(ckpt["memory_k"]))
+    try:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt["scaler"] and scaler.is_enabled():
+            scaler.load_state_dict(ckpt["scaler"])
+        state = TrainState(**{key: ckpt[key] for key in TrainState.__dataclass_fields__})
+    except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+        raise CheckpointError(path, f"not a training checkpoint that can be resumed: {type(exc).__name__}: {exc}") from exc
+    restore_rng_state(ckpt["rng"])
+    saved_args = ckpt.get("args", {})
+    for name in RESUME_SENSITIVE_ARGS:
+        if name in saved_args and saved_args[name] != json_safe(getattr(args, name)):
+            logger.warning("resuming with --%s %s (checkpoint was trained with %s): the run will not match an "
+                           "uninterrupted one", name, getattr(args, name), saved_args[name])
+    return state
+
+
+def autocast_context(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    return torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def preview_panel(image: torch.Tensor, label: torch.Tensor, logits: torch.Tensor, num_classes: int) -> np.ndarray:
+    """uint8 RGB (ground truth | prediction) of one training slice: image [1,H,W], label [H,W], logits [C,H,W]."""
+    return gt_pred_panel(image[0].float().cpu().numpy(), label.cpu().numpy(), logits.argmax(0).cpu().numpy(),
+                         num_classes)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------------------------
+class Trainer:
+    """One training run; ``run()`` executes the epochs. Constructed by :func:`train`."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.output_dir = Path(args.output_dir)
+        if not args.resume and (self.output_dir / LAST_CHECKPOINT).exists():
+            raise ValueError(f"{self.output_dir / LAST_CHECKPOINT}: a run already exists here; continue it with "
+                             "--resume auto or choose another --output_dir")
+        seed_everything(args.seed, bool(args.deterministic))
+        self.device = resolve_device(args.device)
+        self.amp = amp_dtype(args.amp)
+        # Build/validate every input before anything is written.
+        self.train_set = build_train_dataset(args)
+        self.val_set = build_eval_dataset(args, args.val_list) if args.val_list else None
+        self.test_set = None
+        if args.select_best_on_test:
+            self.test_set = build_eval_dataset(args, DATASET_INFO[args.dataset]["test_split"])
+        self.model = build_model(args).to(self.device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=args.base_lr, weight_decay=WEIGHT_DECAY)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=args.amp == "fp16")
+        self.criterion = MultiHeadLoss(args.num_classes)
+        self.state = TrainState()
+        if args.resume:
+            self.state = restore_training(args.resume, self.model, self.optimizer, self.scaler, args)
+        # Compile after the state is loaded; evaluation and state access use the plain module.
+        self.forward_model = torch.compile(self.model) if args.compile else self.model
+        self.drop_last = drop_singleton_batch(len(self.train_set), args.batch_size, self.model)
+        self.tb = TensorBoard(None)
+
+    # -- bookkeeping -------------------------------------------------------------------------------------------
+    def log_start(self) -> None:
+        args = self.args
+        for note in args.notes:
+            logger.info(note)
+        logger.info("args: %s", json_safe(vars(args)))
+        summary = model_summary(self.model, args.img_size, in_chans=1)
+        self.model.train()
+        logger.info("model %s: %s parameters (%s trainable), %.2f GFLOPs at %dx%d", self.model.config,
+                    f"{summary['params']:,}", f"{summary['trainable']:,}", summary["gflops"], args.img_size,
+                    args.img_size)
+        logger.info("%d training slices, batch %d (%d workers), device %s, amp %s%s", len(self.train_set),
+                    args.batch_size, args.num_workers, self.device, args.amp,
+                    "; the final batch of one slice is skipped (BatchNorm)" if self.drop_last else "")
+        if args.resume:
+            logger.info("resumed from %s at epoch %d, step %d, K %d", args.resume, self.state.next_epoch,
+                        self.state.global_step, self.model.memory_k)
+
+    def write_config(self) -> None:
+        atomic_write_json(self.output_dir / "config.json",
+                          {"args": vars(self.args), "model_config": self.model.config,
+                           "train_slices": len(self.train_set)})
+
+    def save(self, names: tuple[str, ...]) -> None:
+        checkpoint = make_checkpoint(self.model, self.optimizer, self.scaler, self.state, self.args)
+        for name in names:
+            save_checkpoint(self.output_dir / name, checkpoint)
+
+    # -- loop --------------------------------------------------------------------------------------------------
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, tuple[torch.Tensor, ...]]:
+        with autocast_context(self.device, self.amp):
+            outputs = self.forward_model(images)
+            loss = self.criterion(outputs, labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        value = loss.item()
+        if not math.isfinite(value):
+            raise FloatingPointError(f"training loss became {value} at step {self.state.global_step + 1}")
+        return value, outputs
+
+    def run_epoch(self, epoch: int) -> tuple[float, bool]:
+        """One epoch; returns (mean loss, whether --max_steps was reached)."""
+        args, state = self.args, self.state
+        loader = train_loader(self.train_set, args, epoch, self.drop_last, self.device)
+        if len(loader) == 0:
+            raise ValueError(f"{args.list_dir}: the training list gives no batch of at least 2 slices")
+        self.model.train()
+        losses: list[float] = []
+        preview = None
+        progress = tqdm(loader, desc=f"epoch {epoch + 1}/{args.max_epochs}", leave=False, disable=None)
+        for step_in_epoch, batch in enumerate(progress):
+            if isinstance(batch, LoadFailure):
+                raise DataError(batch.path, batch.problem)
+            images = batch["image"].to(self.device, non_blocking=True)
+            labels = batch["label"].to(self.device, non_blocking=True)
+            loss, outputs = self.train_step(images, labels)
+            state.global_step += 1
+            wld_step(self.model, state, epoch, step_in_epoch == 0, loss, args.wld_start_epoch)
+            losses.append(loss)
+            preview = (images[0].detach(), labels[0].detach(), sum(o[0].detach().float() for o in outputs))
+            lr = self.optimizer.param_groups[0]["lr"]
+            self.tb.scalar("train/loss", loss, state.global_step)
+            self.tb.scalar("train/lr", lr, state.global_step)
+            self.tb.scalar("wld/memory_k", self.model.memory_k, state.global_step)
+            progress.set_postfix(loss=f"{loss:.4f}", K=self.model.memory_k)
+            if state.global_step % LOG_EVERY_STEPS == 0:
+                logger.info("step %d, epoch %d: loss %.6f, lr %g, K %d", state.global_step, epoch, loss, lr,
+                            self.model.memory_k)
+            if args.max_steps is not None and state.global_step >= args.max_steps:
+                break
+        if preview is not None:
+            self.tb.image("train/overlay_gt_pred", preview_panel(*preview, args.num_classes), state.global_step)
+        reached = args.max_steps is not None and state.global_step >= args.max_steps
+        return float(np.mean(losses)), reached
+
+    def evaluate_on(self, dataset: torch.utils.data.Dataset, tag: str, epoch: int) -> float:
+        """Mean Dice of ``dataset`` (the evaluator's code path), logged to TensorBoard and the log."""
+        _, summary = evaluate_model(self.model, dataset, img_size=self.args.img_size,
+                                    num_classes=self.args.num_classes, batch_size=self.args.batch_size,
+                                    device=self.device, amp=self.amp, desc=tag)
+        self.tb.scalar(f"{tag}/mean_dice", summary["mean_dice"], epoch + 1)
+        self.tb.scalar(f"{tag}/mean_hd95", summary["mean_hd95"], epoch + 1)
+        logger.info("epoch %d %s: mean DSC %.4f, mean HD95 %.2f", epoch, tag, summary["mean_dice"],
+                    summary["mean_hd95"])
+        return float(summary["mean_dice"])
+
+    def end_of_epoch(self, epoch: int, last_epoch: bool) -> tuple[str, ...]:
+        """Validation / test-based selection; returns the checkpoint names to write this epoch."""
+        args, state = self.args, self.state
+        names = [LAST_CHECKPOINT]
+        if self.val_set is not None and ((epoch + 1) % args.val_every == 0 or last_epoch):
+            dice = self.evaluate_on(self.val_set, "val", epoch)
+            if dice > state.best_val_dice:
+                state.best_val_dice = dice
+                names.append(BEST_VAL_CHECKPOINT)
+        if self.test_set is not None and epoch >= args.wld_start_epoch:
+            dice = self.evaluate_on(self.test_set, "test", epoch)
+            if dice >= state.best_test_dice:  # release: `best <= performance`
+                state.best_test_dice = dice
+                names.append(BEST_TEST_CHECKPOINT)
+        return tuple(names)
+
+    def run(self) -> dict:
+        state = self.state
+        with removed_on_failure() as created:
+            created.mkdir(self.output_dir)
+            with run_logging(created.track(self.output_dir / "log.txt")):
+                self.tb = TensorBoard(created.track(self.output_dir / "tb"))
+                try:
+                    created.track(self.output_dir / "config.json")
+                    self.write_config()
+                    self.log_start()
+                    self.loop(created)
+                finally:
+                    self.tb.close()
+        return {"output_dir": str(self.output_dir), "epochs": state.next_epoch, "global_step": state.global_step,
+                "memory_k": int(self.model.memory_k), "checkpoint": str(self.output_dir / LAST_CHECKPOINT)}
+
+    def loop(self, created: CreatedPaths) -> None:
+        """Epochs from ``state.next_epoch``; after the first checkpoint the run directory is kept even on failure."""
+        args, state = self.args, self.state
+        if state.next_epoch >= args.max_epochs:
+            logger.info("nothing to do: checkpoint is at epoch %d of %d", state.next_epoch, args.max_epochs)
+            return
+        for epoch in range(state.next_epoch, args.max_epochs):
+            started = time.perf_counter()
+            mean_loss, reached = self.run_epoch(epoch)
+            state.next_epoch = epoch + 1
+            names = self.end_of_epoch(epoch, last_epoch=reached or epoch == args.max_epochs - 1)
+            self.tb.scalar("train/epoch_loss", mean_loss, epoch + 1)
+            self.save(names)
+            created.disarm()
+            logger.info("epoch %d: mean loss %.6f, step %d, K %d, %.1fs -> %s", epoch, mean_loss,
+                        state.global_step, self.model.memory_k, time.perf_counter() - started, ", ".join(names))
+            if reached:
+                logger.info("stopping: --max_steps %d reached", args.max_steps)
+                break
+
+
+def train(args: argparse.Namespace) -> dict:
+    """Train from parsed command-line arguments (see utils.cli.build_train_parser); returns a short summary."""
+    return Trainer(args).run()
