@@ -10,7 +10,7 @@
 --what volume: a test volume end to end (inference + metrics): batched inference + cropped metrics ("fast") against
   one slice at a time + full-volume medpy metrics ("reference").
 Implementations alternate within each repetition; medians are reported. Peak memory: CUDA max_memory_allocated, CPU
-growth of the peak RSS of a child process that runs only that implementation.
+peak growth of the resident set (sampled every ms) of a child process that runs only that implementation.
 """
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ import argparse
 import copy
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -180,8 +180,8 @@ def timed(fn, device) -> float:
     return time.perf_counter() - start
 
 
-def run_timings(args, device, impls) -> dict:
-    workloads = WORKLOADS[args.what](args, device)
+def run_timings(args, device, impls, workloads=None) -> dict:
+    workloads = workloads or WORKLOADS[args.what](args, device)
     times = {impl: {"train_step_s": [], "infer_s": []} for impl in impls}
     for repetition in range(args.warmup + args.repeats):
         for impl in impls:  # interleaved, so drift affects both alike
@@ -196,9 +196,39 @@ def run_timings(args, device, impls) -> dict:
             for impl, result in times.items()}
 
 
+class RssPeak:
+    """Largest growth of the resident set size over the `with` block, sampled every millisecond (Linux)."""
+
+    PAGE = os.sysconf("SC_PAGE_SIZE")
+
+    def __enter__(self):
+        self.start = self.peak = self._rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+    @property
+    def growth_mb(self) -> float:
+        return (self.peak - self.start) / 2 ** 20
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * self.PAGE
+
+    def _sample(self):
+        while not self._stop.wait(0.001):
+            self.peak = max(self.peak, self._rss())
+
+
 def peak_memory_mb(args, device, impl) -> float:
-    """CUDA: max_memory_allocated over a run of `impl` alone. CPU: growth of the peak RSS of a child process doing
-    the same (after imports; it includes building both models, which is the same for both implementations)."""
+    """CUDA: max_memory_allocated over a run of `impl` alone. CPU: peak growth of the resident set of a child process
+    that builds the workload, then runs `impl` alone once."""
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
@@ -215,11 +245,12 @@ def main(argv=None) -> dict | None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    if args.memory_probe:  # child process: one implementation, print the growth of its peak RSS in MiB
+    if args.memory_probe:  # child process: one implementation, print the growth of its RSS in MiB
         probe = argparse.Namespace(**{**vars(args), "repeats": 1, "warmup": 0})
-        baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        run_timings(probe, device, [args.impl])
-        print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline) / 1024)
+        workloads = WORKLOADS[args.what](args, device)
+        with RssPeak() as peak:
+            run_timings(probe, device, [args.impl], workloads)
+        print(peak.growth_mb)
         return None
     impls = IMPLS if args.impl == "both" else (args.impl,)
     results = run_timings(args, device, impls)
