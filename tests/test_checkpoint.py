@@ -42,12 +42,17 @@ def test_atomic_write_replaces_whole_file_and_leaves_no_tmp(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
 
 
-def test_failed_save_keeps_previous_file(tmp_path):
+def test_failed_save_keeps_previous_file(tmp_path, monkeypatch):
     target = tmp_path / "ckpt.pth"
     atomic_torch_save({"x": torch.ones(2)}, target)
     before = target.read_bytes()
-    with pytest.raises(Exception):
-        atomic_torch_save({"unpicklable": lambda: None}, target)  # fails while serialising
+
+    def disk_full(_fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("utils.checkpoint.os.fsync", disk_full)  # fails after the temporary file was written
+    with pytest.raises(OSError):
+        atomic_torch_save({"x": torch.zeros(1000)}, target)
     assert target.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pth"]
 

@@ -5,6 +5,7 @@ together (a few at a time) by one fixture, and one test per case checks its outc
 """
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -81,8 +82,9 @@ def mismatch_shape(arrays: dict) -> None:
 
 
 def run_script(script: str, *args: str) -> subprocess.CompletedProcess:
+    # One compute thread each: concurrent runs on a small machine would otherwise fight over the cores.
     return subprocess.run([sys.executable, str(REPO / script), *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 def train_data(ws: Path) -> list[str]:

@@ -172,8 +172,8 @@ def _add_runtime_options(parser: argparse.ArgumentParser, role: str) -> None:
 def build_train_parser(dataset: str) -> argparse.ArgumentParser:
     """Parser of ``train_<dataset>.py``."""
     dataset = canonical_dataset(dataset)
-    parser = _DatasetParser(dataset, "train", description=f"Train Sim-MPNet on {DATASET_TITLES.get(dataset, dataset)}.",
-                            formatter_class=_HelpFormatter)
+    parser = _DatasetParser(dataset, "train", formatter_class=_HelpFormatter,
+                            description=f"Train Sim-MPNet on {DATASET_TITLES.get(dataset, dataset)}.")
     _add_data_options(parser, dataset, "train")
     _add_model_options(parser, dataset, "train")
     group = parser.add_argument_group("optimisation")
@@ -199,8 +199,8 @@ def build_train_parser(dataset: str) -> argparse.ArgumentParser:
 def build_test_parser(dataset: str) -> argparse.ArgumentParser:
     """Parser of ``test_<dataset>.py``."""
     dataset = canonical_dataset(dataset)
-    parser = _DatasetParser(dataset, "test", description=f"Evaluate Sim-MPNet on {DATASET_TITLES.get(dataset, dataset)}.",
-                            formatter_class=_HelpFormatter)
+    parser = _DatasetParser(dataset, "test", formatter_class=_HelpFormatter,
+                            description=f"Evaluate Sim-MPNet on {DATASET_TITLES.get(dataset, dataset)}.")
     _add_data_options(parser, dataset, "test")
     parser.add_argument("--checkpoint", default=None,
                         help=f"checkpoint to evaluate (default: {RUNS_DIR}/<dataset>_<scale>_<img_size>/last.pth)")
@@ -233,7 +233,8 @@ def _resolve(args: argparse.Namespace, dataset: str, role: str) -> None:
         if args.resume is not None and args.resume.lower() == "auto":
             last = Path(args.output_dir) / "last.pth"
             args.resume = str(last) if last.is_file() else None
-            args.notes.append(f"--resume auto: {'continuing from ' + str(last) if args.resume else 'no ' + str(last) + ', starting fresh'}")
+            args.notes.append(f"--resume auto: continuing from {last}" if args.resume
+                              else f"--resume auto: no {last}, starting fresh")
         if args.pretrained is not None and args.pretrained.strip().lower() in NONE_WORDS:
             args.pretrained = False
     else:

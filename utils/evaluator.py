@@ -94,7 +94,8 @@ def metric_tables(per_case: dict[str, np.ndarray], summary: dict, labels: Sequen
     """Per-case table (class-averaged metrics) and per-class table (case-averaged) with the overall mean."""
     header = ["case", *METRIC_NAMES]
     case_rows = [[case, *_nan_mean_over_classes(metrics)] for case, metrics in per_case.items()]
-    class_rows = [[label, *(stats[name] for name in METRIC_NAMES)] for label, stats in zip(labels, summary["per_class"])]
+    class_rows = [[label, *(stats[name] for name in METRIC_NAMES)]
+                  for label, stats in zip(labels, summary["per_class"])]
     class_rows.append(["mean", *(summary[f"mean_{name}"] for name in METRIC_NAMES)])
     return format_table(header, case_rows) + "\n\n" + format_table(["class", *METRIC_NAMES], class_rows)
 

@@ -163,7 +163,8 @@ def restore_training(path: str, model: nn.Module, optimizer: torch.optim.Optimiz
             scaler.load_state_dict(ckpt["scaler"])
         state = TrainState(**{key: ckpt[key] for key in TrainState.__dataclass_fields__})
     except (KeyError, ValueError, RuntimeError, TypeError) as exc:
-        raise CheckpointError(path, f"not a training checkpoint that can be resumed: {type(exc).__name__}: {exc}") from exc
+        raise CheckpointError(path, f"not a training checkpoint that can be resumed: {type(exc).__name__}: "
+                                    f"{exc}") from exc
     restore_rng_state(ckpt["rng"])
     saved_args = ckpt.get("args", {})
     for name in RESUME_SENSITIVE_ARGS:
