@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from networks import DMWLA, SimMPNet, dataset_constants  # noqa: E402
 from tests.reference import use_reference_impl  # noqa: E402
+from utils.inference import resolve_device  # noqa: E402
 
 IMPLS = ("fast", "reference")
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -59,15 +60,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--memory-probe", dest="memory_probe", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda requested but CUDA is not available")
-    return device
 
 
 def synchronize(device: torch.device) -> None:
@@ -244,7 +236,10 @@ def main(argv=None) -> dict | None:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
     if args.memory_probe:  # child process: one implementation, print the growth of its RSS in MiB
         probe = argparse.Namespace(**{**vars(args), "repeats": 1, "warmup": 0})
         workloads = WORKLOADS[args.what](args, device)

@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from networks.attention import to_map, to_tokens
 from networks.dmwla import DMWLA
 from networks.dsgim import DSGIM
 
@@ -18,27 +19,17 @@ def softmax_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tenso
     return torch.bmm(torch.softmax(torch.bmm(query, key.transpose(1, 2)), dim=-1), value)
 
 
-def tokens_of(feature_map: torch.Tensor) -> torch.Tensor:
-    batch, channels = feature_map.shape[:2]
-    return feature_map.reshape(batch, channels, -1).permute(0, 2, 1)
-
-
-def map_of(tokens: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    batch, channels, height, width = like.shape[0], tokens.shape[2], like.shape[2], like.shape[3]
-    return tokens.permute(0, 2, 1).reshape(batch, channels, height, width)
-
-
 class LoopDMWLA(DMWLA):
     """DMW-LA computed cluster by cluster, as the release does, with materialised attention matrices."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        theta, phi, g = tokens_of(self.theta(x)), tokens_of(self.phi(x)), tokens_of(self.g(x))
+        theta, phi, g = to_tokens(self.theta(x)), to_tokens(self.phi(x)), to_tokens(self.g(x))
         context = softmax_attention(theta, phi, g)
         if self.in_warmup:
             if self.training:
                 self._sample_into_pool(phi.detach())
                 self._advance_warmup()
-            return x + self.out(map_of(context, x))
+            return x + self.out(to_map(context, *x.shape[-2:]))
         batch, tokens, dim = theta.shape
         flat = theta.reshape(-1, dim)
         with torch.no_grad():
@@ -51,14 +42,14 @@ class LoopDMWLA(DMWLA):
             block = pool[:, cluster * self.pool_size:(cluster + 1) * self.pool_size]
             weights = torch.softmax(flat[members] @ block, dim=-1)
             intra = intra.index_put((members,), weights @ block.T)
-        out = x + self.out(map_of(context + intra.reshape(batch, tokens, dim), x))
+        out = x + self.out(to_map(context + intra.reshape(batch, tokens, dim), *x.shape[-2:]))
         if self.training:
             self.update_memory(x)
         return out
 
     @torch.no_grad()
     def update_memory(self, x: torch.Tensor) -> None:
-        features = tokens_of(self.phi_ema(x.to(self.pool.dtype))).reshape(-1, self.feature_dim)
+        features = to_tokens(self.phi_ema(x.to(self.pool.dtype))).reshape(-1, self.feature_dim)
         assignment = torch.stack([features @ self.prototypes[:, c] for c in range(self.num_k)], dim=1).argmax(1)
         size, k = self.pool_size, self._k
         for cluster in range(self.num_k):
@@ -103,9 +94,9 @@ class LoopDSGIM(DSGIM):
                     query_scale[b, :, rows, cols] = decay
                 else:
                     key_scale[b, :, rows, cols] = decay
-        query = tokens_of(self.query(x * query_scale))
-        key = tokens_of(self.key(x * key_scale))
-        value = tokens_of(self.value(x))
+        query = to_tokens(self.query(x * query_scale))
+        key = to_tokens(self.key(x * key_scale))
+        value = to_tokens(self.value(x))
         logits = torch.bmm(query, key.transpose(1, 2))
         tokens = logits.shape[1]
         far = torch.zeros_like(logits, dtype=torch.bool)
@@ -117,7 +108,7 @@ class LoopDSGIM(DSGIM):
                 far[b, i, i] = True
         weights = (torch.softmax(logits.masked_fill(~far, float("-inf")), dim=-1)
                    + torch.softmax(logits.masked_fill(far, float("-inf")), dim=-1))
-        return self.conv(map_of(self.fc(torch.bmm(weights, value)), x))
+        return self.conv(to_map(self.fc(torch.bmm(weights, value)), *x.shape[-2:]))
 
 
 def use_reference_impl(model: nn.Module) -> nn.Module:
