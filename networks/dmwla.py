@@ -4,7 +4,7 @@ The bank (`pool`, feature_dim x num_k*pool_size) holds `pool_size` columns per c
 vector per cluster. Life cycle of one layer:
 
 1. warm-up (the first `warmup_iters` training forwards): plain non-local attention; sampled phi features fill the
-   bank; after the last warm-up forward, k-means (faiss) sorts the bank into `num_k` clusters of `pool_size` columns.
+   bank; after the last warm-up forward, k-means sorts the bank into `num_k` clusters of `pool_size` columns.
 2. memory phase: each token goes to the prototype of highest cosine similarity and attends to that cluster's columns
    (intra-cluster term), plus ordinary global attention; output = out(intra + global) + x.
 3. W-LD, after each training forward of the memory phase: per cluster, the K least-used columns are mixed with the K
@@ -13,6 +13,12 @@ vector per cluster. Life cycle of one layer:
 
 Evaluation mode never changes a buffer. Everything here is vectorised over clusters: no per-cluster Python loop and no
 host synchronisation in forward or update (K and the warm-up counter are mirrored as Python ints).
+
+Data-parallel training (an initialised torch.distributed group, every rank with the same local batch size): the
+memory stays bit-identical on all ranks without buffer broadcasts, and equals that of one process fed the ranks'
+batches concatenated in rank order. Warm-up draws its random numbers from a generator seeded by (sampling_seed,
+step) and samples from the gathered candidates of all ranks; k-means runs on rank 0 and is broadcast; W-LD ranks
+the tokens of all ranks (cluster softmax statistics are all-reduced, each rank's K best members are gathered).
 """
 from __future__ import annotations
 
@@ -21,56 +27,91 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import collectives
 from .attention import attention, to_map, to_tokens
 from .config import EMA_MOMENTUM, POOL_MOMENTUM, POOL_SIZE, WARMUP_ITERS
 
-# k-means settings of the release (faiss.Clustering): iterations, restarts, subsampling cap
+# k-means settings of the release (faiss.Clustering): Lloyd iterations, restarts (the lowest inertia wins)
 KMEANS_ITERATIONS = 100
 KMEANS_RESTARTS = 10
-KMEANS_MAX_POINTS_PER_CENTROID = 1000
+SAMPLING_SEED_RANGE = 2 ** 31
+
+
+def squared_distances(points: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """[N, K] squared Euclidean distances."""
+    return ((points[:, None, :] - centroids[None]) ** 2).sum(-1)
+
+
+def kmeans(points: torch.Tensor, num_k: int, iterations: int = KMEANS_ITERATIONS, restarts: int = KMEANS_RESTARTS,
+           seed: int = 0) -> torch.Tensor:
+    """Lloyd's k-means with random distinct points as initial centroids, best of ``restarts``: [num_k, D].
+
+    Written in torch (float64 here) rather than faiss (float32, thread-count dependent sums), so that banks equal up to
+    rounding - on two GPUs, or one process against several - are clustered alike. An empty cluster keeps its centroid.
+    """
+    generator = torch.Generator(device=points.device).manual_seed(seed)
+    best, best_inertia = None, float("inf")
+    for _ in range(restarts):
+        start = torch.randperm(len(points), generator=generator, device=points.device)
+        centroids = points[start[torch.arange(num_k, device=points.device) % len(points)]]
+        for _ in range(iterations):
+            nearest = squared_distances(points, centroids).argmin(1)
+            counts = torch.bincount(nearest, minlength=num_k)
+            sums = torch.zeros_like(centroids).index_add_(0, nearest, points)
+            updated = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], centroids)
+            converged = torch.equal(updated, centroids)
+            centroids = updated
+            if converged:
+                break
+        inertia = float(squared_distances(points, centroids).min(1).values.sum())
+        if inertia < best_inertia:
+            best, best_inertia = centroids, inertia
+    return best
 
 
 def structure_pool(pool: torch.Tensor, num_k: int, pool_size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """k-means the bank's columns into `num_k` clusters of exactly `pool_size` columns.
 
     Returns (new pool [D, num_k*pool_size] whose c-th block holds cluster c, prototypes [D, num_k] = L2-normalised
-    centroids, as released). A cluster's block takes its members nearest-first; a cluster with fewer members repeats
-    them cyclically, one with more keeps the nearest `pool_size`, an empty one takes the columns nearest its centroid
-    (the release fills by index order, repeats at random and fails on an empty cluster).
+    centroids, as released). Clusters are numbered by their lowest member column, so that restarts finding the same
+    partition in another order give the same bank. A cluster's block takes its members in column order (as released);
+    a cluster with fewer members repeats them cyclically (the release: at random), one with more keeps the nearest
+    `pool_size`, an empty one takes the columns nearest its centroid (the release fails on an empty cluster).
     """
-    import faiss  # imported here: only needed once per layer, at the end of warm-up
-
-    columns = np.ascontiguousarray(pool.detach().T.float().cpu().numpy())
-    kmeans = faiss.Kmeans(columns.shape[1], num_k, niter=KMEANS_ITERATIONS, nredo=KMEANS_RESTARTS, seed=seed,
-                          max_points_per_centroid=KMEANS_MAX_POINTS_PER_CENTROID, min_points_per_centroid=1,
-                          verbose=False)
-    kmeans.train(columns)
-    centroids = kmeans.centroids.astype(np.float64)
-    distance = ((columns.astype(np.float64)[:, None, :] - centroids[None]) ** 2).sum(-1)  # [columns, num_k]
-    nearest = distance.argmin(1)
+    columns = pool.detach().T.double()
+    centroids = kmeans(columns, num_k, seed=seed)
+    nearest = squared_distances(columns, centroids).argmin(1)
+    index = torch.arange(len(columns), device=columns.device)
+    first_member = torch.full((num_k,), len(columns), device=columns.device).scatter_reduce(0, nearest, index, "amin")
+    order = (first_member * num_k + torch.arange(num_k, device=columns.device)).argsort()
+    centroids = centroids[order]
+    distance = squared_distances(columns, centroids)
+    nearest = order.argsort()[nearest]
     blocks = []
     for cluster in range(num_k):
-        members = np.flatnonzero(nearest == cluster)
-        if members.size == 0:
-            members = np.arange(len(columns))
-        members = members[np.argsort(distance[members, cluster], kind="stable")]
-        blocks.append(np.resize(members, pool_size))  # cyclic repeat or truncation to pool_size
-    index = torch.from_numpy(np.concatenate(blocks)).to(pool.device)
-    prototypes = F.normalize(torch.from_numpy(centroids).to(pool), dim=1).T.contiguous()
-    return pool[:, index], prototypes
+        members = torch.nonzero(nearest == cluster).flatten()
+        if members.numel() == 0:
+            members = index
+        if members.numel() > pool_size:  # keep the nearest, then back to column order (robust to distance ties)
+            members = members[distance[members, cluster].argsort(stable=True)[:pool_size]].sort().values
+        blocks.append(members[torch.arange(pool_size, device=columns.device) % members.numel()])
+    prototypes = F.normalize(centroids.to(pool.dtype), dim=1).T.contiguous()
+    return pool[:, torch.cat(blocks)], prototypes
 
 
 def member_salience(features: torch.Tensor, assignment: torch.Tensor, num_k: int) -> torch.Tensor:
     """Per token: sum over feature dimensions of the softmax over the tokens of its own cluster.
 
-    features [T, D], assignment [T] -> [T]. Cluster sums use a one-hot matmul (deterministic on every device).
+    features [T, D], assignment [T] -> [T]. The softmax runs over the cluster's tokens on all ranks (its maximum and
+    normaliser are all-reduced). Cluster sums use a one-hot matmul (deterministic on every device).
     """
     dim = features.shape[1]
     index = assignment[:, None].expand(-1, dim)
     peak = features.new_full((num_k, dim), float("-inf")).scatter_reduce(0, index, features, "amax")
+    peak = collectives.all_reduce(peak, "max")
     shifted = torch.exp(features - peak[assignment])
     one_hot = F.one_hot(assignment, num_k).to(features.dtype)
-    totals = one_hot.T @ shifted  # [num_k, D]
+    totals = collectives.all_reduce(one_hot.T @ shifted)  # [num_k, D]
     return (shifted / totals[assignment]).sum(-1)
 
 
@@ -100,10 +141,12 @@ class DMWLA(nn.Module):
         self.register_buffer("prototypes", torch.rand(feature_dim, num_k))
         self.register_buffer("warmup_step", torch.zeros((), dtype=torch.long))
         self.register_buffer("k", torch.tensor(pool_size // 2, dtype=torch.long))
+        # seeds the warm-up sampling together with the step: drawn from the global RNG at construction, so it follows
+        # the run's seed, is saved with the model and is the same on every rank
+        self.register_buffer("sampling_seed", torch.randint(SAMPLING_SEED_RANGE, ()))
         self.register_buffer("column_cluster", torch.arange(num_k).repeat_interleave(pool_size), persistent=False)
         # Python mirrors of the two integer buffers, so that forward never reads a device value back
-        self._warmup_step = 0
-        self._k = pool_size // 2
+        self.read_counters()
 
     # ----- state ------------------------------------------------------------------------------------------------
     @property
@@ -118,10 +161,15 @@ class DMWLA(nn.Module):
         self._k = k
         self.k.fill_(k)
 
-    def _load_from_state_dict(self, *args, **kwargs):
-        super()._load_from_state_dict(*args, **kwargs)
+    def read_counters(self) -> None:
+        """Refresh the Python mirrors from the integer buffers (after they were loaded or broadcast)."""
         self._warmup_step = int(self.warmup_step)
         self._k = int(self.k)
+        self._sampling_seed = int(self.sampling_seed)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self.read_counters()
 
     def extra_repr(self) -> str:
         return (f"in_channels={self.in_channels}, num_k={self.num_k}, feature_dim={self.feature_dim}, "
@@ -160,17 +208,25 @@ class DMWLA(nn.Module):
     # ----- warm-up ----------------------------------------------------------------------------------------------
     @torch.no_grad()
     def _sample_into_pool(self, phi: torch.Tensor) -> None:
-        """Write a growing share of randomly sampled phi tokens into random columns (as released)."""
-        batch, tokens, _ = phi.shape
+        """Write a growing share of randomly sampled phi tokens into random columns (as released).
+
+        Under data parallelism the draws cover the global batch (this rank's images are the rank-th block of it) and
+        the candidates of all ranks are gathered, so every rank writes the same columns with the same values.
+        """
+        batch, tokens, dim = phi.shape
         total = self.pool.shape[1]
-        per_image = max(total // batch, 1)
-        positions = torch.randint(tokens, (batch, per_image, 1), device=phi.device).expand(-1, -1, phi.shape[2])
-        candidates = phi.gather(1, positions).reshape(-1, phi.shape[2])
+        generator = torch.Generator(device=phi.device)
+        generator.manual_seed(int(np.random.SeedSequence([self._sampling_seed, self._warmup_step]).generate_state(1)[0]))
+        global_batch = batch * collectives.world_size()
+        per_image = max(total // global_batch, 1)
+        positions = torch.randint(tokens, (global_batch, per_image), generator=generator, device=phi.device)
+        own = positions[collectives.rank() * batch:][:batch, :, None].expand(-1, -1, dim)
+        candidates = collectives.all_gather(phi.gather(1, own).to(self.pool.dtype)).reshape(-1, dim)
         share = 0.5 * (self._warmup_step + 1) / self.warmup_iters
         count = min(max(1, int(share * candidates.shape[0])), total)
-        picks = torch.randint(candidates.shape[0], (count,), device=phi.device)
-        slots = torch.randperm(total, device=phi.device)[:count]
-        self.pool[:, slots] = candidates[picks].T.to(self.pool.dtype)
+        picks = torch.randint(candidates.shape[0], (count,), generator=generator, device=phi.device)
+        slots = torch.randperm(total, generator=generator, device=phi.device)[:count]
+        self.pool[:, slots] = candidates[picks].T
 
     @torch.no_grad()
     def _advance_warmup(self) -> None:
@@ -182,9 +238,12 @@ class DMWLA(nn.Module):
     @torch.no_grad()
     def finish_warmup(self, seed: int = 0) -> None:
         """Structure the bank with k-means; called after the last warm-up forward."""
-        pool, prototypes = structure_pool(self.pool, self.num_k, self.pool_size, seed=seed)
-        self.pool.copy_(pool)
-        self.prototypes.copy_(prototypes)
+        if collectives.rank() == 0:  # computed once and broadcast
+            pool, prototypes = structure_pool(self.pool, self.num_k, self.pool_size, seed=seed)
+            self.pool.copy_(pool)
+            self.prototypes.copy_(prototypes)
+        collectives.broadcast(self.pool)
+        collectives.broadcast(self.prototypes)
 
     # ----- W-LD memory update -----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -198,22 +257,33 @@ class DMWLA(nn.Module):
             self.phi_ema.weight.mul_(self.ema_momentum).add_(self.phi.weight.detach(), alpha=1 - self.ema_momentum)
 
     def _replace_columns(self, features: torch.Tensor, assignment: torch.Tensor) -> None:
-        num_k, pool_size, k = self.num_k, self.pool_size, self._k
+        num_k, pool_size, k, dim = self.num_k, self.pool_size, self._k, self.feature_dim
         device = features.device
         # least-used columns: smallest sum over features of the softmax across the cluster's columns
-        usage = self.pool.view(self.feature_dim, num_k, pool_size).softmax(-1).sum(0)  # [num_k, pool_size]
+        usage = self.pool.view(dim, num_k, pool_size).softmax(-1).sum(0)  # [num_k, pool_size]
         stale = usage.argsort(dim=-1, stable=True)[:, :k]
         columns = (torch.arange(num_k, device=device)[:, None] * pool_size + stale).flatten()
 
-        # most salient members: tokens grouped by cluster, by salience descending; fewer than k repeat cyclically
+        # each rank's k most salient members per cluster (salience descending, token order on ties), with their
+        # salience appended as a last feature; missing members get salience -inf
         salience = member_salience(features, assignment, num_k)
         order = salience.argsort(descending=True, stable=True)
         order = order[assignment[order].argsort(stable=True)]
         counts = torch.bincount(assignment, minlength=num_k)
         starts = counts.cumsum(0) - counts
         rank = torch.arange(k, device=device)
-        positions = (starts[:, None] + rank % counts.clamp(min=1)[:, None]).clamp(max=len(order) - 1)
-        chosen = features[order[positions]].permute(2, 0, 1).reshape(self.feature_dim, -1)  # [D, num_k*k]
+        present = rank < counts[:, None]  # [num_k, k]
+        picked = order[(starts[:, None] + rank).clamp(max=len(order) - 1)]
+        candidates = torch.cat([features[picked], salience[picked, None]], dim=-1)  # [num_k, k, D + 1]
+        candidates[..., -1].masked_fill_(~present, float("-inf"))
+
+        # the global best k of the gathered candidates; a cluster with fewer members repeats them cyclically
+        gathered = collectives.all_gather(candidates).transpose(0, 1).reshape(num_k, -1, dim + 1)
+        counts = collectives.all_reduce(counts)
+        best = gathered[..., -1].argsort(dim=-1, descending=True, stable=True)
+        positions = best.gather(1, rank % counts.clamp(min=1)[:, None])  # [num_k, k]
+        chosen = gathered[torch.arange(num_k, device=device)[:, None], positions, :dim]  # [num_k, k, D]
+        chosen = chosen.permute(2, 0, 1).reshape(dim, -1)
 
         old = self.pool[:, columns]
         mixed = (1 - self.pool_momentum) * old + self.pool_momentum * chosen

@@ -6,11 +6,13 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 
-def model_summary(model: nn.Module, img_size: int, in_chans: int = 1) -> dict:
+def model_summary(model: nn.Module, img_size: int, in_chans: int | None = None) -> dict:
     """Parameters (all / trainable) and GFLOPs of one evaluation forward of a single image.
 
     The forward runs in eval mode, so no memory buffer changes; the model's mode is restored afterwards.
+    ``in_chans`` defaults to the model's own (``model.in_chans``, else 1).
     """
+    in_chans = in_chans or getattr(model, "in_chans", 1)
     parameter = next(model.parameters())
     was_training = model.training
     model.eval()

@@ -234,10 +234,23 @@ def test_dsgim_rejects_odd_maps():
     ("pico", 64, 64, 1), ("pico", 96, 64, 3), ("nano", 64, 96, 1),
 ])
 def test_output_shapes(scale, img_size, img_size_s2, channels):
-    model = SimMPNet(**{**TINY, "scale": scale, "img_size": img_size, "img_size_s2": img_size_s2}).eval()
+    model = SimMPNet(**{**TINY, "scale": scale, "img_size": img_size, "img_size_s2": img_size_s2,
+                        "in_chans": channels}).eval()
     with torch.no_grad():
         outputs = model(torch.randn(2, channels, img_size, img_size))
     assert len(outputs) == 4 and all(o.shape == (2, 4, img_size, img_size) for o in outputs)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_every_trainable_parameter_gets_a_gradient(channels):
+    """DistributedDataParallel needs it (no unused parameters): an RGB model has no grey-to-RGB stem."""
+    torch.manual_seed(0)
+    model = SimMPNet(**{**TINY, "in_chans": channels, "warmup_iters": 0}).train()
+    assert (model.gray_to_rgb is None) == (channels == 3) and model.config["in_chans"] == channels
+    sum(o.mean() for o in model(torch.randn(2, channels, 64, 64))).backward()
+    assert [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None] == []
+    with pytest.raises(ValueError, match=f"expected input \\[B, {channels}"):
+        model(torch.randn(2, 4 - channels, 64, 64))
 
 
 def test_small_model_shapes_and_released_parameter_count():

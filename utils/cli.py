@@ -32,7 +32,7 @@ NONE_WORDS = ("none", "null", "")
 # Exception types that mean bad input (reported in one line, exit code 2) rather than a bug.
 EXPECTED_ERRORS = (DataError, CheckpointError, ValueError, OSError)
 # Release options accepted for compatibility that have no effect here, per role, with the reason.
-_NO_GPU_COUNT = "one device per run; choose it with --device"
+_NO_GPU_COUNT = "one device per process; for several GPUs launch with torchrun --nproc_per_node N"
 IGNORED_OPTIONS = {
     "train": {"n_gpu": _NO_GPU_COUNT,
               "max_iterations": "training length is --max_epochs (use --max_steps to stop early)"},
@@ -167,6 +167,14 @@ def _add_runtime_options(parser: argparse.ArgumentParser, role: str) -> None:
                        help="slices per training batch" if role == "train" else "slices per inference batch")
     if role == "train":
         group.add_argument("--compile", action="store_true", help="torch.compile the model")
+        group = parser.add_argument_group("multi-GPU (torchrun --nproc_per_node N ...; --batch_size is the global "
+                                          "batch, split equally over the N processes)")
+        group.add_argument("--sync_bn", type=int, choices=(0, 1), default=1,
+                           help="1: BatchNorm statistics over the global batch (as one process); 0: per process, "
+                                "running statistics averaged every epoch")
+        group.add_argument("--check_replicas", type=_non_negative_int, default=0, metavar="N",
+                           help="every N steps, verify that all processes hold bit-identical weights and memory "
+                                "banks (0: never; a debugging aid that costs one pass over the state)")
 
 
 def build_train_parser(dataset: str) -> argparse.ArgumentParser:

@@ -8,6 +8,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from utils.distributed import sum_over_ranks_with_grad
+
 __all__ = ["DiceLoss", "MultiHeadLoss", "head_subsets"]
 
 DICE_SMOOTH = 1e-5
@@ -17,6 +19,11 @@ def _one_hot(target: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torc
     """[B, H, W] class indices -> [B, C, H, W] one-hot of ``dtype`` (broadcast compare, no loop over classes)."""
     classes = torch.arange(num_classes, device=target.device).view(1, num_classes, *([1] * (target.dim() - 1)))
     return (target.unsqueeze(1) == classes).to(dtype)
+
+
+def _at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
+    """Losses run in float32 under autocast, and in float64 for a float64 model."""
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
 
 
 def _check_logits_and_target(logits: torch.Tensor, target: torch.Tensor, num_classes: int) -> None:
@@ -32,22 +39,27 @@ class DiceLoss(nn.Module):
 
     Sums run over the whole batch and all pixels (not per image); the loss is the mean over classes,
     background included. ``p`` are softmax probabilities (or ``inputs`` as given when ``softmax=False``).
-    Labels are assumed valid (the datasets check label ranges when loading).
+    Labels are assumed valid (the datasets check label ranges when loading). ``global_batch``: in a data-parallel
+    run the sums also run over the batches of all ranks (with gradients), as for one process fed the global batch.
     """
 
-    def __init__(self, num_classes: int, smooth: float = DICE_SMOOTH):
+    def __init__(self, num_classes: int, smooth: float = DICE_SMOOTH, global_batch: bool = False):
         super().__init__()
         self.num_classes = num_classes
         self.smooth = smooth
+        self.global_batch = global_batch
 
     def forward(self, inputs: torch.Tensor, target: torch.Tensor, softmax: bool = True) -> torch.Tensor:
         """inputs: logits [B, C, H, W] (probabilities if ``softmax=False``); target: LongTensor [B, H, W]."""
         _check_logits_and_target(inputs, target, self.num_classes)
-        probs = torch.softmax(inputs.float(), dim=1) if softmax else inputs.float()
+        probs = torch.softmax(_at_least_float32(inputs), dim=1) if softmax else _at_least_float32(inputs)
         one_hot = _one_hot(target, self.num_classes, probs.dtype)
         reduce_dims = [0] + list(range(2, probs.dim()))  # batch and pixels, per class
-        intersection = (probs * one_hot).sum(reduce_dims)
-        denominator = (probs * probs).sum(reduce_dims) + (one_hot * one_hot).sum(reduce_dims)
+        sums = torch.stack([(probs * one_hot).sum(reduce_dims),
+                            (probs * probs).sum(reduce_dims) + (one_hot * one_hot).sum(reduce_dims)])
+        if self.global_batch:
+            sums = sum_over_ranks_with_grad(sums)
+        intersection, denominator = sums
         dice = (2 * intersection + self.smooth) / (denominator + self.smooth)
         return (1 - dice).mean()
 
@@ -61,12 +73,13 @@ class MultiHeadLoss(nn.Module):
     """Deep-supervision loss of the release: for every non-empty subset S of the prediction heads,
     ``ce_weight * CE(sum_S logits) + dice_weight * Dice(sum_S logits)``, summed over the subsets."""
 
-    def __init__(self, num_classes: int, ce_weight: float = 0.3, dice_weight: float = 0.7):
+    def __init__(self, num_classes: int, ce_weight: float = 0.3, dice_weight: float = 0.7,
+                 global_batch: bool = False):
         super().__init__()
         self.num_classes = num_classes
         self.ce_weight = ce_weight
         self.dice_weight = dice_weight
-        self.dice = DiceLoss(num_classes)
+        self.dice = DiceLoss(num_classes, global_batch=global_batch)
 
     def forward(self, outputs: Sequence[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
         """outputs: N logits tensors [B, C, H, W] (one per head); target: LongTensor [B, H, W] -> scalar."""
@@ -74,7 +87,7 @@ class MultiHeadLoss(nn.Module):
             raise ValueError("outputs must be a non-empty tuple/list of logits tensors, one per head")
         for logits in outputs:
             _check_logits_and_target(logits, target, self.num_classes)
-        heads = [logits.float() for logits in outputs]  # losses in float32 also under autocast
+        heads = [_at_least_float32(logits) for logits in outputs]
 
         # Subsets come by increasing size, so each subset's logits = (subset minus its last head) + last head.
         subset_logits: dict[tuple[int, ...], torch.Tensor] = {}

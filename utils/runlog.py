@@ -3,6 +3,7 @@ removal of what a failed run created, and runtime setup (seeds, mixed-precision 
 from __future__ import annotations
 
 import contextlib
+import csv
 import logging
 import os
 import random
@@ -66,6 +67,28 @@ class TensorBoard:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+class CsvLog:
+    """Appends rows to a CSV file (header written when the file is new), one flushed line per row.
+
+    A resumed run appends to the same file, so rows after the last checkpoint of an interrupted run appear twice;
+    readers keep the last row per key (step or epoch). ``path=None`` makes every call a no-op (non-zero ranks).
+    """
+
+    def __init__(self, path: str | os.PathLike | None, columns: Sequence[str]) -> None:
+        self.path = None if path is None else Path(path)
+        self.columns = tuple(columns)
+
+    def append(self, **row: object) -> None:
+        if self.path is None:
+            return
+        new = not self.path.exists() or self.path.stat().st_size == 0
+        with open(self.path, "a", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            if new:
+                writer.writerow(self.columns)
+            writer.writerow(["" if row.get(name) is None else row[name] for name in self.columns])
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[object]], float_fmt: str = "{:.4f}") -> str:

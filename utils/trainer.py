@@ -8,6 +8,9 @@ Everything that influences the run is a function of (seed, epoch): the shuffle u
 (seed, epoch) and the dataset's augmentation by (seed, epoch, index), so results do not depend on the number of
 workers, and ``last.pth`` (written every epoch) holds everything needed for a resumed run to end in exactly the state
 of an uninterrupted one.
+
+Under torchrun the same loop runs data-parallel (see utils.distributed): ``--batch_size`` stays the global batch,
+rank 0 alone logs, validates (with the other ranks' share of the volumes) and writes files.
 """
 from __future__ import annotations
 
@@ -31,10 +34,13 @@ from networks import SimMPNet, model_summary
 from networks.wld import next_memory_k
 from utils.checkpoint import (CheckpointError, atomic_write_json, capture_rng_state, check_model_config, json_safe,
                               load_checkpoint, load_model_state, restore_rng_state, save_checkpoint)
+from utils.distributed import (GlobalBatchSampler, average_batchnorm_statistics, check_replicas_identical,
+                               convert_to_global_batchnorm, gather_objects, mean_over_ranks, setup_distributed,
+                               teardown_distributed, wrap_data_parallel)
 from utils.evaluator import build_eval_dataset, evaluate_model, gt_pred_panel
 from utils.losses import MultiHeadLoss
-from utils.inference import resolve_device
-from utils.runlog import (CreatedPaths, TensorBoard, amp_dtype, logger, removed_on_failure, run_logging,
+from utils.metrics import summarize
+from utils.runlog import (CreatedPaths, CsvLog, TensorBoard, amp_dtype, logger, removed_on_failure, run_logging,
                           seed_everything)
 
 WEIGHT_DECAY = 1e-4  # release: AdamW(weight_decay=0.0001)
@@ -42,6 +48,8 @@ LOG_EVERY_STEPS = 50  # release logs the loss every 50 iterations
 LAST_CHECKPOINT = "last.pth"
 BEST_VAL_CHECKPOINT = "best_val.pth"
 BEST_TEST_CHECKPOINT = "best.pth"  # --select_best_on_test (release behaviour)
+STEP_LOG_COLUMNS = ("step", "epoch", "loss", "lr", "memory_k")  # train_steps.csv
+EPOCH_LOG_COLUMNS = ("epoch", "mean_loss", "val_dice", "val_hd95", "seconds")  # epochs.csv
 # Arguments whose change between the original and a resumed run breaks exact continuation (logged as a warning).
 RESUME_SENSITIVE_ARGS = ("seed", "batch_size", "base_lr", "wld_start_epoch", "root_path", "list_dir", "amp")
 
@@ -62,7 +70,8 @@ class TrainState:
 # ----------------------------------------------------------------------------------------------------------------
 def build_model(args: argparse.Namespace) -> nn.Module:
     """SimMPNet from the command line (``--pretrained none`` -> random init without file access)."""
-    return SimMPNet(num_classes=args.num_classes, img_size=args.img_size, img_size_s2=args.img_size_s2,
+    return SimMPNet(num_classes=args.num_classes, in_chans=DATASET_INFO[args.dataset].get("in_chans", 1),
+                    img_size=args.img_size, img_size_s2=args.img_size_s2,
                     scale=args.scale, num_k=args.num_k, feature_dim=args.feature_dim, pretrained=args.pretrained,
                     warmup_iters=args.warmup_iters, pool_size=args.pool_size)
 
@@ -72,11 +81,6 @@ def build_train_dataset(args: argparse.Namespace) -> torch.utils.data.Dataset:
     return build_dataset(args.dataset, args.root_path, args.list_dir, DATASET_INFO[args.dataset]["train_split"],
                          args.num_classes, transform=RandomGenerator(output_size=(args.img_size, args.img_size)),
                          seed=args.seed)
-
-
-def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """Generator of an epoch's shuffle, a function of (seed, epoch) only."""
-    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
 
 
 def has_batchnorm(model: nn.Module) -> bool:
@@ -119,14 +123,14 @@ def collate_or_failure(items: list):
     return failure if failure is not None else torch.utils.data.default_collate(items)
 
 
-def train_loader(dataset: torch.utils.data.Dataset, args: argparse.Namespace, epoch: int, drop_last: bool,
-                 device: torch.device) -> DataLoader:
-    """DataLoader of one epoch: shuffle seeded by (seed, epoch); the dataset's augmentation set to this epoch.
-    Batches are dicts, or a LoadFailure for a file that could not be loaded."""
+def train_loader(dataset: torch.utils.data.Dataset, sampler: GlobalBatchSampler, epoch: int,
+                 args: argparse.Namespace, device: torch.device) -> DataLoader:
+    """DataLoader of one epoch (this rank's share of every global batch); the shuffle and the dataset's
+    augmentation set to this epoch. Batches are dicts, or a LoadFailure for a file that could not be loaded."""
     dataset.set_epoch(epoch)
-    return DataLoader(ErrorsAsData(dataset), batch_size=args.batch_size, shuffle=True,
-                      generator=epoch_generator(args.seed, epoch), num_workers=args.num_workers,
-                      pin_memory=device.type == "cuda", drop_last=drop_last, collate_fn=collate_or_failure)
+    sampler.set_epoch(epoch)
+    return DataLoader(ErrorsAsData(dataset), batch_sampler=sampler, num_workers=args.num_workers,
+                      pin_memory=device.type == "cuda", collate_fn=collate_or_failure)
 
 
 def wld_step(model: nn.Module, state: TrainState, epoch: int, first_step_of_epoch: bool, loss: float,
@@ -188,7 +192,10 @@ def preview_panel(image: torch.Tensor, label: torch.Tensor, logits: torch.Tensor
 # Training
 # ----------------------------------------------------------------------------------------------------------------
 class Trainer:
-    """One training run; ``run()`` executes the epochs. Constructed by :func:`train`."""
+    """One training run; ``run()`` executes the epochs. Constructed by :func:`train`.
+
+    In a torchrun process group every rank constructs its own Trainer; only rank 0 (``context.is_main``) writes.
+    """
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -196,8 +203,8 @@ class Trainer:
         if not args.resume and (self.output_dir / LAST_CHECKPOINT).exists():
             raise ValueError(f"{self.output_dir / LAST_CHECKPOINT}: a run already exists here; continue it with "
                              "--resume auto or choose another --output_dir")
-        seed_everything(args.seed, bool(args.deterministic))
-        self.device = resolve_device(args.device)
+        self.context, self.device = setup_distributed(args.device)
+        seed_everything(args.seed, bool(args.deterministic))  # the same on every rank: identical initial weights
         self.amp = amp_dtype(args.amp)
         # Build/validate every input before anything is written.
         self.train_set = build_train_dataset(args)
@@ -205,17 +212,37 @@ class Trainer:
         self.test_set = None
         if args.select_best_on_test:
             self.test_set = build_eval_dataset(args, DATASET_INFO[args.dataset]["test_split"])
-        self.model = build_model(args).to(self.device)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=args.base_lr, weight_decay=WEIGHT_DECAY)
+        self.model = self.create_model()
+        self.global_batchnorm = self.context.enabled and bool(args.sync_bn)
+        if self.global_batchnorm:
+            convert_to_global_batchnorm(self.model)
+        self.optimizer = self.create_optimizer()
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=args.amp == "fp16")
-        self.criterion = MultiHeadLoss(args.num_classes)
+        self.criterion = MultiHeadLoss(args.num_classes, global_batch=self.context.enabled)
         self.state = TrainState()
         if args.resume:
             self.state = restore_training(args.resume, self.model, self.optimizer, self.scaler, args)
-        # Compile after the state is loaded; evaluation and state access use the plain module.
-        self.forward_model = torch.compile(self.model) if args.compile else self.model
         self.drop_last = drop_singleton_batch(len(self.train_set), args.batch_size, self.model)
+        self.sampler = GlobalBatchSampler(len(self.train_set), args.batch_size, self.context, args.seed,
+                                          drop_singleton=self.drop_last)
+        # Wrap and compile after the state is loaded; evaluation and state access use the plain module.
+        self.forward_model = wrap_data_parallel(self.model, self.context, self.device)
+        for layer in self.model.memory_layers():
+            layer.read_counters()  # DDP broadcast rank 0's buffers at construction
+        if args.compile:
+            self.forward_model = torch.compile(self.forward_model)
+        self.input_dtype = next(self.model.parameters()).dtype
         self.tb = TensorBoard(None)
+        self.step_log = CsvLog(None, STEP_LOG_COLUMNS)
+        self.epoch_log = CsvLog(None, EPOCH_LOG_COLUMNS)
+
+    def create_model(self) -> nn.Module:
+        """The network on the training device (a seam for tests that train in float64)."""
+        return build_model(self.args).to(self.device)
+
+    def create_optimizer(self) -> torch.optim.Optimizer:
+        """AdamW at a constant learning rate, as released."""
+        return torch.optim.AdamW(self.model.parameters(), lr=self.args.base_lr, weight_decay=WEIGHT_DECAY)
 
     # -- bookkeeping -------------------------------------------------------------------------------------------
     def log_start(self) -> None:
@@ -223,7 +250,7 @@ class Trainer:
         for note in args.notes:
             logger.info(note)
         logger.info("args: %s", json_safe(vars(args)))
-        summary = model_summary(self.model, args.img_size, in_chans=1)
+        summary = model_summary(self.model, args.img_size)
         self.model.train()
         logger.info("model %s: %s parameters (%s trainable), %.2f GFLOPs at %dx%d", self.model.config,
                     f"{summary['params']:,}", f"{summary['trainable']:,}", summary["gflops"], args.img_size,
@@ -231,6 +258,10 @@ class Trainer:
         logger.info("%d training slices, batch %d (%d workers), device %s, amp %s%s", len(self.train_set),
                     args.batch_size, args.num_workers, self.device, args.amp,
                     "; the final batch of one slice is skipped (BatchNorm)" if self.drop_last else "")
+        if self.context.enabled:
+            logger.info("data parallel: %d processes of %d slices each (global batch %d), BatchNorm statistics %s",
+                        self.context.world_size, self.sampler.local_batch, args.batch_size,
+                        "over the global batch" if self.global_batchnorm else "per process, averaged every epoch")
         if args.resume:
             logger.info("resumed from %s at epoch %d, step %d, K %d", args.resume, self.state.next_epoch,
                         self.state.global_step, self.model.memory_k)
@@ -238,15 +269,18 @@ class Trainer:
     def write_config(self) -> None:
         atomic_write_json(self.output_dir / "config.json",
                           {"args": vars(self.args), "model_config": self.model.config,
-                           "train_slices": len(self.train_set)})
+                           "train_slices": len(self.train_set), "world_size": self.context.world_size})
 
     def save(self, names: tuple[str, ...]) -> None:
+        if not self.context.is_main:
+            return
         checkpoint = make_checkpoint(self.model, self.optimizer, self.scaler, self.state, self.args)
         for name in names:
             save_checkpoint(self.output_dir / name, checkpoint)
 
     # -- loop --------------------------------------------------------------------------------------------------
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, tuple[torch.Tensor, ...]]:
+        """One optimizer step; returns (loss of the global batch, this rank's outputs)."""
         with autocast_context(self.device, self.amp):
             outputs = self.forward_model(images)
             loss = self.criterion(outputs, labels)
@@ -254,7 +288,7 @@ class Trainer:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        value = loss.item()
+        value = mean_over_ranks(loss.item(), self.device)
         if not math.isfinite(value):
             raise FloatingPointError(f"training loss became {value} at step {self.state.global_step + 1}")
         return value, outputs
@@ -262,78 +296,96 @@ class Trainer:
     def run_epoch(self, epoch: int) -> tuple[float, bool]:
         """One epoch; returns (mean loss, whether --max_steps was reached)."""
         args, state = self.args, self.state
-        loader = train_loader(self.train_set, args, epoch, self.drop_last, self.device)
+        loader = train_loader(self.train_set, self.sampler, epoch, args, self.device)
         if len(loader) == 0:
-            raise ValueError(f"{args.list_dir}: the training list gives no batch of at least 2 slices")
+            raise ValueError(f"{args.list_dir}: the training list gives no batch of {args.batch_size} slices "
+                             f"({len(self.train_set)} listed)")
         self.model.train()
         losses: list[float] = []
         preview = None
-        progress = tqdm(loader, desc=f"epoch {epoch + 1}/{args.max_epochs}", leave=False, disable=None)
+        progress = tqdm(loader, desc=f"epoch {epoch + 1}/{args.max_epochs}", leave=False,
+                        disable=None if self.context.is_main else True)
         for step_in_epoch, batch in enumerate(progress):
             if isinstance(batch, LoadFailure):
                 raise DataError(batch.path, batch.problem)
-            images = batch["image"].to(self.device, non_blocking=True)
+            images = batch["image"].to(self.device, self.input_dtype, non_blocking=True)
             labels = batch["label"].to(self.device, non_blocking=True)
             loss, outputs = self.train_step(images, labels)
             state.global_step += 1
             wld_step(self.model, state, epoch, step_in_epoch == 0, loss, args.wld_start_epoch)
+            if args.check_replicas and state.global_step % args.check_replicas == 0:
+                check_replicas_identical(self.model, state.global_step)
             losses.append(loss)
             preview = (images[0].detach(), labels[0].detach(), sum(o[0].detach().float() for o in outputs))
             lr = self.optimizer.param_groups[0]["lr"]
             self.tb.scalar("train/loss", loss, state.global_step)
             self.tb.scalar("train/lr", lr, state.global_step)
             self.tb.scalar("wld/memory_k", self.model.memory_k, state.global_step)
+            self.step_log.append(step=state.global_step, epoch=epoch, loss=f"{loss:.6g}", lr=f"{lr:.6g}",
+                                 memory_k=self.model.memory_k)
             progress.set_postfix(loss=f"{loss:.4f}", K=self.model.memory_k)
             if state.global_step % LOG_EVERY_STEPS == 0:
                 logger.info("step %d, epoch %d: loss %.6f, lr %g, K %d", state.global_step, epoch, loss, lr,
                             self.model.memory_k)
             if args.max_steps is not None and state.global_step >= args.max_steps:
                 break
-        if preview is not None:
+        if preview is not None and self.context.is_main:
             self.tb.image("train/overlay_gt_pred", preview_panel(*preview, args.num_classes), state.global_step)
         reached = args.max_steps is not None and state.global_step >= args.max_steps
         return float(np.mean(losses)), reached
 
-    def evaluate_on(self, dataset: torch.utils.data.Dataset, tag: str, epoch: int) -> float:
-        """Mean Dice of ``dataset`` (the evaluator's code path), logged to TensorBoard and the log."""
-        _, summary = evaluate_model(self.model, dataset, img_size=self.args.img_size,
-                                    num_classes=self.args.num_classes, batch_size=self.args.batch_size,
-                                    device=self.device, amp=self.amp, desc=tag)
+    def evaluate_on(self, dataset: torch.utils.data.Dataset, tag: str, epoch: int) -> dict:
+        """Summary of ``dataset`` (the evaluator's code path; the volumes shared out over the ranks), logged to
+        TensorBoard and the log. Every rank returns the same summary."""
+        world, rank = self.context.world_size, self.context.rank
+        share = torch.utils.data.Subset(dataset, range(rank, len(dataset), world)) if world > 1 else dataset
+        per_case, _ = evaluate_model(self.model, share, img_size=self.args.img_size,
+                                     num_classes=self.args.num_classes, batch_size=self.args.batch_size,
+                                     device=self.device, amp=self.amp, desc=tag)
+        summary = summarize({case: metrics for part in gather_objects(per_case) for case, metrics in part.items()})
         self.tb.scalar(f"{tag}/mean_dice", summary["mean_dice"], epoch + 1)
         self.tb.scalar(f"{tag}/mean_hd95", summary["mean_hd95"], epoch + 1)
         logger.info("epoch %d %s: mean DSC %.4f, mean HD95 %.2f", epoch, tag, summary["mean_dice"],
                     summary["mean_hd95"])
-        return float(summary["mean_dice"])
+        return summary
 
-    def end_of_epoch(self, epoch: int, last_epoch: bool) -> tuple[str, ...]:
-        """Validation / test-based selection; returns the checkpoint names to write this epoch."""
+    def end_of_epoch(self, epoch: int, last_epoch: bool) -> tuple[tuple[str, ...], dict | None]:
+        """Validation / test-based selection; returns the checkpoint names to write and the validation summary."""
         args, state = self.args, self.state
+        if self.context.enabled and not self.global_batchnorm:
+            average_batchnorm_statistics(self.model)
         names = [LAST_CHECKPOINT]
+        validation = None
         if self.val_set is not None and ((epoch + 1) % args.val_every == 0 or last_epoch):
-            dice = self.evaluate_on(self.val_set, "val", epoch)
-            if dice > state.best_val_dice:
-                state.best_val_dice = dice
+            validation = self.evaluate_on(self.val_set, "val", epoch)
+            if validation["mean_dice"] > state.best_val_dice:
+                state.best_val_dice = float(validation["mean_dice"])
                 names.append(BEST_VAL_CHECKPOINT)
         if self.test_set is not None and epoch >= args.wld_start_epoch:
-            dice = self.evaluate_on(self.test_set, "test", epoch)
+            dice = float(self.evaluate_on(self.test_set, "test", epoch)["mean_dice"])
             if dice >= state.best_test_dice:  # release: `best <= performance`
                 state.best_test_dice = dice
                 names.append(BEST_TEST_CHECKPOINT)
-        return tuple(names)
+        return tuple(names), validation
 
     def run(self) -> dict:
         state = self.state
-        with removed_on_failure() as created:
-            created.mkdir(self.output_dir)
-            with run_logging(created.track(self.output_dir / "log.txt")):
-                self.tb = TensorBoard(created.track(self.output_dir / "tb"))
-                try:
-                    created.track(self.output_dir / "config.json")
-                    self.write_config()
-                    self.log_start()
-                    self.loop(created)
-                finally:
-                    self.tb.close()
+        if not self.context.is_main:
+            self.loop(CreatedPaths())
+        else:
+            with removed_on_failure() as created:
+                created.mkdir(self.output_dir)
+                with run_logging(created.track(self.output_dir / "log.txt")):
+                    self.tb = TensorBoard(created.track(self.output_dir / "tb"))
+                    self.step_log = CsvLog(created.track(self.output_dir / "train_steps.csv"), STEP_LOG_COLUMNS)
+                    self.epoch_log = CsvLog(created.track(self.output_dir / "epochs.csv"), EPOCH_LOG_COLUMNS)
+                    try:
+                        created.track(self.output_dir / "config.json")
+                        self.write_config()
+                        self.log_start()
+                        self.loop(created)
+                    finally:
+                        self.tb.close()
         return {"output_dir": str(self.output_dir), "epochs": state.next_epoch, "global_step": state.global_step,
                 "memory_k": int(self.model.memory_k), "checkpoint": str(self.output_dir / LAST_CHECKPOINT)}
 
@@ -347,17 +399,25 @@ class Trainer:
             started = time.perf_counter()
             mean_loss, reached = self.run_epoch(epoch)
             state.next_epoch = epoch + 1
-            names = self.end_of_epoch(epoch, last_epoch=reached or epoch == args.max_epochs - 1)
+            names, validation = self.end_of_epoch(epoch, last_epoch=reached or epoch == args.max_epochs - 1)
             self.tb.scalar("train/epoch_loss", mean_loss, epoch + 1)
             self.save(names)
             created.disarm()
+            seconds = time.perf_counter() - started
+            self.epoch_log.append(epoch=epoch, mean_loss=f"{mean_loss:.6g}", seconds=f"{seconds:.1f}",
+                                  val_dice=None if validation is None else f"{validation['mean_dice']:.6g}",
+                                  val_hd95=None if validation is None else f"{validation['mean_hd95']:.6g}")
             logger.info("epoch %d: mean loss %.6f, step %d, K %d, %.1fs -> %s", epoch, mean_loss,
-                        state.global_step, self.model.memory_k, time.perf_counter() - started, ", ".join(names))
+                        state.global_step, self.model.memory_k, seconds, ", ".join(names))
             if reached:
                 logger.info("stopping: --max_steps %d reached", args.max_steps)
                 break
 
 
 def train(args: argparse.Namespace) -> dict:
-    """Train from parsed command-line arguments (see utils.cli.build_train_parser); returns a short summary."""
-    return Trainer(args).run()
+    """Train from parsed command-line arguments (see utils.cli.build_train_parser); returns a short summary.
+    Under torchrun each process calls this; the process group is left at the end."""
+    try:
+        return Trainer(args).run()
+    finally:
+        teardown_distributed()
