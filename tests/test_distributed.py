@@ -291,6 +291,37 @@ def torchrun(phantom: dict, output_dir: Path, *extra: str) -> subprocess.Popen:
                             start_new_session=True)
 
 
+def descendants(pid: int) -> list[int]:
+    """Child processes, recursively (Linux /proc); torchrun starts its workers in sessions of their own."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        children += [int(child) for child in (task / "children").read_text().split()]
+    return [grand for child in children for grand in (child, *descendants(child))]
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and all its descendants (as a machine failure would), and wait until they are gone."""
+    victims = [pid, *descendants(pid)]
+    assert len(victims) > WORLD, f"expected torchrun and {WORLD} workers, found processes {victims}"
+    for victim in victims:
+        try:
+            os.kill(victim, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 60
+    while any(running(victim) for victim in victims[1:]):
+        assert time.monotonic() < deadline, "workers survived SIGKILL"
+        time.sleep(0.05)
+
+
 def wait_for(process: subprocess.Popen, timeout: float = 600) -> str:
     output, _ = process.communicate(timeout=timeout)
     text = output.decode(errors="replace")
@@ -309,7 +340,7 @@ def test_killed_two_process_run_resumes_to_the_uninterrupted_state(phantom, tmp_
         assert process.poll() is None, "the run ended before its first checkpoint"
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)  # torchrun and both workers, mid-run
+    kill_tree(process.pid)  # torchrun and both workers, mid-run
     process.wait()
     first = load_checkpoint(interrupted / "last.pth")
     assert first["next_epoch"] < 4, "the run finished before it could be killed"
