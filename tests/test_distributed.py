@@ -82,7 +82,11 @@ def test_global_batch_must_split_evenly_and_singleton_batches_can_be_dropped():
     with pytest.raises(ValueError, match="divisible"):
         GlobalBatchSampler(10, 5, DistributedContext(0, WORLD, 0), seed=0)
     sampler = GlobalBatchSampler(9, 4, DistributedContext(), seed=0, drop_singleton=True)
-    assert [len(b) for b in sampler] == [4, 4]
+    assert [len(b) for b in sampler] == [4, 4] and sampler.drops_last
+    kept = [GlobalBatchSampler(10, 4, DistributedContext(), seed=0, drop_singleton=True),  # a last batch of 2
+            GlobalBatchSampler(3, 1, DistributedContext(), seed=0, drop_singleton=True)]  # batch 1: nothing to drop
+    assert [[len(b) for b in sampler] for sampler in kept] == [[4, 4, 2], [1, 1, 1]]
+    assert not any(sampler.drops_last for sampler in kept)
 
 
 def test_state_checksums_see_a_single_bit_flip():

@@ -122,7 +122,8 @@ class GlobalBatchSampler(torch.utils.data.Sampler):
 
     In one process this is exactly ``DataLoader(shuffle=True, generator=...)``'s batching. Across processes every
     rank takes the same number of steps: a last global batch too small to fill every rank equally is dropped (so is
-    a last batch of one item when ``drop_singleton``: BatchNorm cannot train on it).
+    a last batch of one item of several when ``drop_singleton``: BatchNorm cannot train on it).
+    ``drops_last`` says whether the incomplete last batch is dropped.
     """
 
     def __init__(self, num_items: int, global_batch: int, context: DistributedContext, seed: int,
@@ -132,7 +133,9 @@ class GlobalBatchSampler(torch.utils.data.Sampler):
                              f"processes ({context.world_size})")
         self.num_items, self.global_batch, self.context = num_items, global_batch, context
         self.local_batch = global_batch // context.world_size
-        self.seed, self.drop_singleton, self.epoch = seed, drop_singleton, 0
+        self.seed, self.epoch = seed, 0
+        remainder = num_items % global_batch
+        self.drops_last = remainder > 0 and (context.enabled or (drop_singleton and remainder == 1 < global_batch))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -140,8 +143,7 @@ class GlobalBatchSampler(torch.utils.data.Sampler):
     def _global_batches(self) -> list[list[int]]:
         order = torch.randperm(self.num_items, generator=epoch_generator(self.seed, self.epoch)).tolist()
         batches = [order[start:start + self.global_batch] for start in range(0, self.num_items, self.global_batch)]
-        last = len(batches[-1]) if batches else 0
-        if batches and ((self.context.enabled and last != self.global_batch) or (self.drop_singleton and last == 1)):
+        if self.drops_last:
             batches.pop()
         return batches
 
@@ -171,15 +173,15 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
             return super().forward(x)
         dims = [0, *range(2, x.dim())]
         shape = [1, -1, *([1] * (x.dim() - 2))]
-        shift = (self.running_mean if self.running_mean is not None else x.new_zeros(x.shape[1])).detach()
-        centred = x - shift.to(x.dtype).view(shape)
+        shift = (self.running_mean if self.running_mean is not None else x.new_zeros(x.shape[1])).detach().to(x.dtype)
+        centred = x - shift.view(shape)
         count = x.new_full((1,), x.numel() // x.shape[1])
         stats = sum_over_ranks_with_grad(torch.cat([centred.sum(dims), (centred * centred).sum(dims), count]))
         channels = x.shape[1]
         total = stats[-1]
         offset = stats[:channels] / total
         variance = (stats[channels:2 * channels] / total - offset * offset).clamp(min=0)
-        mean = shift.to(x.dtype) + offset
+        mean = shift + offset
         if self.track_running_stats and self.running_mean is not None:
             with torch.no_grad():
                 momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked + 1)

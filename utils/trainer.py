@@ -87,11 +87,6 @@ def has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(module, nn.modules.batchnorm._BatchNorm) for module in model.modules())
 
 
-def drop_singleton_batch(num_items: int, batch_size: int, model: nn.Module) -> bool:
-    """The release keeps the last partial batch; drop it only when it has one slice and BatchNorm would fail."""
-    return batch_size > 1 and num_items % batch_size == 1 and has_batchnorm(model)
-
-
 @dataclass(frozen=True)
 class LoadFailure:
     """A DataError raised while loading an item, carried to the main process as data."""
@@ -222,9 +217,9 @@ class Trainer:
         self.state = TrainState()
         if args.resume:
             self.state = restore_training(args.resume, self.model, self.optimizer, self.scaler, args)
-        self.drop_last = drop_singleton_batch(len(self.train_set), args.batch_size, self.model)
+        # the release keeps the last partial batch; a lone slice is dropped only because BatchNorm cannot train on it
         self.sampler = GlobalBatchSampler(len(self.train_set), args.batch_size, self.context, args.seed,
-                                          drop_singleton=self.drop_last)
+                                          drop_singleton=has_batchnorm(self.model))
         # Wrap and compile after the state is loaded; evaluation and state access use the plain module.
         self.forward_model = wrap_data_parallel(self.model, self.context, self.device)
         for layer in self.model.memory_layers():
@@ -257,7 +252,7 @@ class Trainer:
                     args.img_size)
         logger.info("%d training slices, batch %d (%d workers), device %s, amp %s%s", len(self.train_set),
                     args.batch_size, args.num_workers, self.device, args.amp,
-                    "; the final batch of one slice is skipped (BatchNorm)" if self.drop_last else "")
+                    "; the incomplete final batch is skipped" if self.sampler.drops_last else "")
         if self.context.enabled:
             logger.info("data parallel: %d processes of %d slices each (global batch %d), BatchNorm statistics %s",
                         self.context.world_size, self.sampler.local_batch, args.batch_size,
