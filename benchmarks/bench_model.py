@@ -9,8 +9,9 @@
 --what dmwla: one DMW-LA layer at stage-1 size (56x56, 96 channels, feature_dim 256, num_k 9).
 --what volume: a test volume end to end (inference + metrics): batched inference + cropped metrics ("fast") against
   one slice at a time + full-volume medpy metrics ("reference").
-Implementations alternate within each repetition; medians are reported. Peak memory: CUDA max_memory_allocated, CPU
-peak growth of the resident set (sampled every ms) of a child process that runs only that implementation.
+Implementations alternate within each repetition; medians are reported. Peak memory is measured in a child process
+that builds and runs only that implementation once: CUDA max_memory_allocated, CPU peak growth of the resident set
+(sampled every ms). --grad_checkpointing applies to the fast implementation (the release has no such option).
 """
 from __future__ import annotations
 
@@ -57,6 +58,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--slice_size", type=int, default=512, help="--what volume: slice height and width")
     parser.add_argument("--infer_batch", type=int, default=16, help="--what volume: slices per batch (fast)")
     parser.add_argument("--impl", choices=("both", *IMPLS), default="both")
+    parser.add_argument("--grad_checkpointing", action="store_true",
+                        help="--what model: the fast model recomputes its MaxViT blocks in backward")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--memory-probe", dest="memory_probe", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -68,14 +71,16 @@ def synchronize(device: torch.device) -> None:
 
 
 # ----- workloads: each returns {impl: (train_step, infer)} callables -------------------------------------------------
-def model_workload(args, device):
+def model_workload(args, device, impls):
     from utils.losses import MultiHeadLoss
 
     constants = dataset_constants(args.dataset)
     torch.manual_seed(0)
     fast = SimMPNet(img_size=args.img_size, img_size_s2=args.img_size_s2, scale=args.scale, pretrained=False,
                     warmup_iters=0, **constants).to(device)
-    models = {"fast": fast, "reference": use_reference_impl(copy.deepcopy(fast))}
+    models = both_implementations(fast, impls)
+    if "fast" in models:
+        models["fast"].set_grad_checkpointing(args.grad_checkpointing)
     criterion = MultiHeadLoss(constants["num_classes"])
     generator = torch.Generator().manual_seed(0)
     image = torch.rand(args.batch, 1, args.img_size, args.img_size, generator=generator).to(device)
@@ -85,13 +90,23 @@ def model_workload(args, device):
             for impl, model in models.items()}
 
 
-def dmwla_workload(args, device):
+def dmwla_workload(args, device, impls):
     torch.manual_seed(0)
     fast = DMWLA(STAGE1["channels"], STAGE1["num_k"], STAGE1["feature_dim"], warmup_iters=0).to(device)
-    models = {"fast": fast, "reference": use_reference_impl(copy.deepcopy(fast))}
+    models = both_implementations(fast, impls)
     x = torch.randn(args.batch, STAGE1["channels"], STAGE1["size"], STAGE1["size"], device=device)
     return {impl: steps_for(layer, lambda m: m(x).square().mean(), lambda m: m(x), args, device)
             for impl, layer in models.items()}
+
+
+def both_implementations(fast: torch.nn.Module, impls) -> dict:
+    """{impl: module} for the implementations asked for; the reference starts from the fast module's weights."""
+    models = {}
+    if "reference" in impls:
+        models["reference"] = use_reference_impl(copy.deepcopy(fast) if "fast" in impls else fast)
+    if "fast" in impls:
+        models["fast"] = fast
+    return models
 
 
 def steps_for(module, loss_of, forward_of, args, device):
@@ -116,7 +131,7 @@ def steps_for(module, loss_of, forward_of, args, device):
     return train_step, infer
 
 
-def volume_workload(args, device):
+def volume_workload(args, device, impls):
     """Inference + metrics of one synthetic test volume: batched + cropped vs one slice at a time + full volume."""
     from medpy import metric
 
@@ -145,7 +160,7 @@ def volume_workload(args, device):
                 metric.binary.dc(pred, gt), metric.binary.hd95(pred, gt)
                 metric.binary.jc(pred, gt), metric.binary.assd(pred, gt)
 
-    return {"fast": (None, fast), "reference": (None, reference)}
+    return {impl: (None, run) for impl, run in (("fast", fast), ("reference", reference)) if impl in impls}
 
 
 def synthetic_label(slices: int, size: int, classes: int, rng: np.random.Generator) -> np.ndarray:
@@ -173,7 +188,7 @@ def timed(fn, device) -> float:
 
 
 def run_timings(args, device, impls, workloads=None) -> dict:
-    workloads = workloads or WORKLOADS[args.what](args, device)
+    workloads = workloads or WORKLOADS[args.what](args, device, impls)
     times = {impl: {"train_step_s": [], "infer_s": []} for impl in impls}
     for repetition in range(args.warmup + args.repeats):
         for impl in impls:  # interleaved, so drift affects both alike
@@ -218,18 +233,24 @@ class RssPeak:
             self.peak = max(self.peak, self._rss())
 
 
-def peak_memory_mb(args, device, impl) -> float:
-    """CUDA: max_memory_allocated over a run of `impl` alone. CPU: peak growth of the resident set of a child process
-    that builds the workload, then runs `impl` alone once."""
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-        probe = argparse.Namespace(**{**vars(args), "repeats": 1, "warmup": 0})
-        run_timings(probe, device, [impl])
-        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+def peak_memory_mb(impl: str) -> float:
+    """Peak memory of a child process that builds only ``impl``'s workload and runs it once (see the docstring)."""
     command = [sys.executable, __file__, *sys.argv[1:], "--impl", impl, "--memory-probe"]
     result = subprocess.run(command, capture_output=True, text=True, check=True, env={**os.environ})
     return float(result.stdout.strip().splitlines()[-1])
+
+
+def probe_memory(args, device) -> float:
+    """In the child process: build ``args.impl``, run it once, return its peak memory in MiB."""
+    probe = argparse.Namespace(**{**vars(args), "repeats": 1, "warmup": 0})
+    workloads = WORKLOADS[args.what](args, device, [args.impl])
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        run_timings(probe, device, [args.impl], workloads)
+        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+    with RssPeak() as peak:
+        run_timings(probe, device, [args.impl], workloads)
+    return peak.growth_mb
 
 
 def main(argv=None) -> dict | None:
@@ -240,17 +261,13 @@ def main(argv=None) -> dict | None:
         device = resolve_device(args.device)
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
-    if args.memory_probe:  # child process: one implementation, print the growth of its RSS in MiB
-        probe = argparse.Namespace(**{**vars(args), "repeats": 1, "warmup": 0})
-        workloads = WORKLOADS[args.what](args, device)
-        with RssPeak() as peak:
-            run_timings(probe, device, [args.impl], workloads)
-        print(peak.growth_mb)
+    if args.memory_probe:  # child process: one implementation, print its peak memory in MiB
+        print(probe_memory(args, device))
         return None
     impls = IMPLS if args.impl == "both" else (args.impl,)
     results = run_timings(args, device, impls)
     for impl in impls:
-        results[impl]["peak_mem_mb"] = peak_memory_mb(args, device, impl)
+        results[impl]["peak_mem_mb"] = peak_memory_mb(impl)
     config = {k: v for k, v in vars(args).items() if k not in ("json", "memory_probe")}
     config.update(device=str(device), torch=torch.__version__, threads=torch.get_num_threads(),
                   gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else None)

@@ -99,6 +99,12 @@ def structure_pool(pool: torch.Tensor, num_k: int, pool_size: int, seed: int = 0
     return pool[:, torch.cat(blocks)], prototypes
 
 
+def cluster_one_hot(assignment: torch.Tensor, num_k: int, dtype: torch.dtype) -> torch.Tensor:
+    """[T] cluster indices -> [T, num_k] one-hot. A broadcast compare: F.one_hot and bincount wait for the GPU (they
+    check the index range on the host), and this runs after every training step."""
+    return (assignment[:, None] == torch.arange(num_k, device=assignment.device)).to(dtype)
+
+
 def member_salience(features: torch.Tensor, assignment: torch.Tensor, num_k: int) -> torch.Tensor:
     """Per token: sum over feature dimensions of the softmax over the tokens of its own cluster.
 
@@ -110,7 +116,7 @@ def member_salience(features: torch.Tensor, assignment: torch.Tensor, num_k: int
     peak = features.new_full((num_k, dim), float("-inf")).scatter_reduce(0, index, features, "amax")
     peak = collectives.all_reduce(peak, "max")
     shifted = torch.exp(features - peak[assignment])
-    one_hot = F.one_hot(assignment, num_k).to(features.dtype)
+    one_hot = cluster_one_hot(assignment, num_k, features.dtype)
     totals = collectives.all_reduce(one_hot.T @ shifted)  # [num_k, D]
     return (shifted / totals[assignment]).sum(-1)
 
@@ -269,7 +275,7 @@ class DMWLA(nn.Module):
         salience = member_salience(features, assignment, num_k)
         order = salience.argsort(descending=True, stable=True)
         order = order[assignment[order].argsort(stable=True)]
-        counts = torch.bincount(assignment, minlength=num_k)
+        counts = cluster_one_hot(assignment, num_k, torch.long).sum(0)
         starts = counts.cumsum(0) - counts
         rank = torch.arange(k, device=device)
         present = rank < counts[:, None]  # [num_k, k]

@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from functools import partial
 from pathlib import Path
 
 import timm
 import torch
 import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
 
 from .config import PRETRAINED_DIR, PRETRAINED_FILES
 from .layers import ImageInjection, resize
@@ -73,8 +77,35 @@ def build_backbone(name: str, img_size: int, pretrained: bool | str | Path | Non
     return backbone
 
 
+@contextmanager
+def frozen_batchnorm_statistics(module: nn.Module) -> Iterator[None]:
+    """BatchNorm layers of ``module`` normalise as usual but leave their running statistics untouched.
+
+    Used while a checkpointed block is recomputed for backward: the forward already updated the statistics once.
+    """
+    layers = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in layers]
+    try:
+        for m in layers:
+            m.momentum = 0.0  # running <- (1 - 0) * running + 0 * batch
+        yield
+    finally:
+        for m, (momentum, tracked) in zip(layers, saved):
+            m.momentum = momentum
+            m.num_batches_tracked.copy_(tracked)
+
+
+def _checkpoint_contexts(block: nn.Module):
+    return nullcontext(), frozen_batchnorm_statistics(block)
+
+
 class MaxViTEncoder(nn.Module):
-    """forward(image [B, 3, H, W]) -> (four stage features, gate [B, 1, H, W] in (0, 1))."""
+    """forward(image [B, 3, H, W]) -> (four stage features, gate [B, 1, H, W] in (0, 1)).
+
+    With ``grad_checkpointing`` set, training keeps only the input of each MaxViT block for backward and recomputes
+    the block there: at the paper's batch of 20 the MaxViT activations are about half of the training memory.
+    Gradients and BatchNorm statistics are those of the plain forward; the cost is one more MaxViT forward per step.
+    """
 
     def __init__(self, name: str, img_size: int, pretrained: bool | str | Path | None = None):
         super().__init__()
@@ -83,12 +114,20 @@ class MaxViTEncoder(nn.Module):
         self.widths = [info["num_chs"] for info in backbone.feature_info[1:]]
         self.injections = nn.ModuleList(ImageInjection(width) for width in self.widths)
         self.gate = nn.Conv2d(self.widths[-1], 1, 1)
+        self.grad_checkpointing = False
 
     def forward(self, image: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         x = self.stem(image)
         features = []
         for stage, injection in zip(self.stages, self.injections):
-            x = injection(stage(x), image)
+            x = injection(self._run_stage(stage, x), image)
             features.append(x)
         gate = resize(torch.sigmoid(self.gate(x)), image.shape[-2:])
         return features, gate
+
+    def _run_stage(self, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if not (self.grad_checkpointing and self.training and torch.is_grad_enabled()):
+            return stage(x)
+        for block in stage.blocks:  # a timm MaxViT stage is its sequence of blocks
+            x = checkpoint(block, x, use_reentrant=False, context_fn=partial(_checkpoint_contexts, block))
+        return x

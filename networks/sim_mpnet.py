@@ -66,6 +66,14 @@ class SimMPNet(nn.Module):
         maps = self.decoder(fused[-1], fused[-2::-1])
         return tuple(resize(head(feature), size) for head, feature in zip(self.heads, maps))
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute encoder 1's MaxViT blocks in backward instead of storing their activations (see MaxViTEncoder).
+
+        Only encoder 1: the DMW-LA blocks write their memory banks during the forward, which a recomputation would
+        repeat.
+        """
+        self.encoder1.grad_checkpointing = bool(enable)
+
     # ----- memory --------------------------------------------------------------------------------------------------
     def memory_layers(self) -> list[DMWLA]:
         return [module for module in self.modules() if isinstance(module, DMWLA)]

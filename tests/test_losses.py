@@ -82,14 +82,33 @@ def test_gradients_flow_to_every_head():
         assert o.grad is not None and torch.isfinite(o.grad).all() and o.grad.abs().sum() > 0
 
 
-def test_gradient_matches_naive():
-    outputs, target = random_batch(num_heads=2)
+@pytest.mark.parametrize("num_heads", [2, 4])
+def test_gradient_matches_naive(num_heads):
+    outputs, target = random_batch(num_heads=num_heads)
     ours_in = tuple(o.clone().requires_grad_(True) for o in outputs)
     ref_in = tuple(o.double().requires_grad_(True) for o in outputs)
     MultiHeadLoss(5)(ours_in, target).backward()
     naive_multi_head_loss(ref_in, target, 5, 0.3, 0.7).backward()
     for ours, ref in zip(ours_in, ref_in):
         torch.testing.assert_close(ours.grad.double(), ref.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_subset_maps_are_recomputed_not_stored():
+    """Autograd keeps the heads (and the target), not the ~5 full-size maps of each of the 15 subsets."""
+    outputs, target = random_batch(num_heads=4)
+    outputs = tuple(o.clone().requires_grad_(True) for o in outputs)
+    storages = {}
+
+    def pack(tensor):
+        storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss = MultiHeadLoss(5)(outputs, target)
+    heads_bytes = sum(o.numel() * o.element_size() for o in outputs)
+    assert sum(storages.values()) <= heads_bytes + target.numel() * target.element_size() + 4096
+    loss.backward()
+    assert all(o.grad is not None for o in outputs)
 
 
 def test_bfloat16_logits_are_scored_in_float32():

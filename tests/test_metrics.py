@@ -75,6 +75,19 @@ def test_matches_medpy_when_crop_is_smaller_than_volume(spacing):
     assert_matches_medpy(pred, gt, 4, spacing)
 
 
+@pytest.mark.parametrize("workers", [1, 3, 8])
+def test_threaded_scoring_matches_medpy_and_the_single_thread(workers):
+    """Classes scored in parallel threads give medpy's values, bit for bit, whatever the thread count."""
+    rng = np.random.default_rng(11)
+    pred, gt = random_blob_labels((12, 40, 44), 6, rng), random_blob_labels((12, 40, 44), 6, rng)
+    pred[pred == 5] = 0  # one organ missing from the prediction
+    reference = medpy_full_volume(pred, gt, 6, (2.0, 0.8, 0.8))
+    ours = case_metrics(pred, gt, 6, spacing=(2.0, 0.8, 0.8), workers=workers)
+    np.testing.assert_array_equal(ours[:4], reference[:4])
+    np.testing.assert_array_equal(ours[4], (0.0, 0.0, 0.0, 0.0))  # transunet row for an organ not predicted
+    np.testing.assert_array_equal(ours, case_metrics(pred, gt, 6, spacing=(2.0, 0.8, 0.8), workers=1))
+
+
 def test_hand_computed_shifted_squares():
     gt = np.zeros((6, 6), np.int64)
     pred = np.zeros((6, 6), np.int64)
@@ -144,6 +157,7 @@ def test_accepts_bool_and_integral_float_labels():
     (np.zeros((4, 4)), np.zeros((4, 4)), {"protocol": "nnunet"}, "protocol must be one of"),
     (np.zeros((4, 4)), np.zeros((4, 4)), {"spacing": (1.0, 0.0)}, "spacing must be"),
     (np.zeros((4, 4)), np.zeros((4, 4)), {"spacing": (1.0, 1.0, 1.0)}, "spacing must be"),
+    (np.zeros((4, 4)), np.zeros((4, 4)), {"workers": 0}, "workers must be"),
 ])
 def test_bad_input(pred, gt, kwargs, message):
     with pytest.raises(ValueError, match=message):

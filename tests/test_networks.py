@@ -298,6 +298,40 @@ def test_reference_model_matches_fast_model():
         assert_same_state(buffers_of(fast), buffers_of(reference), atol=1e-9)
 
 
+def test_grad_checkpointing_gives_the_same_step_and_batchnorm_statistics():
+    torch.manual_seed(0)
+    plain = SimMPNet(**TINY).double().train()
+    checkpointed = copy.deepcopy(plain)
+    checkpointed.set_grad_checkpointing(True)
+    x = torch.randn(2, 1, 64, 64, dtype=torch.float64)
+    for _ in range(3):  # warm-up, k-means, memory phase with updates
+        for model in (plain, checkpointed):
+            model.zero_grad()
+            torch.manual_seed(1)
+            sum(o.square().mean() for o in model(x)).backward()
+        for (name, a), b in zip(plain.named_parameters(), checkpointed.parameters()):
+            assert (a.grad is None) == (b.grad is None), name
+            if a.grad is not None:
+                torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=1e-12, msg=name)
+        # BatchNorm running statistics and memory banks: updated once per step, as without checkpointing
+        assert_same_state(buffers_of(plain), buffers_of(checkpointed), atol=1e-12)
+    batchnorms = [m for m in checkpointed.encoder1.stages.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert batchnorms and all(int(m.num_batches_tracked) == 3 for m in batchnorms)
+
+    def bytes_saved_for_backward(model):
+        storages = {}
+
+        def pack(tensor):
+            storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            model.encoder1(torch.randn(2, 3, 64, 64, dtype=torch.float64))
+        return sum(storages.values())
+
+    assert bytes_saved_for_backward(checkpointed) < 0.5 * bytes_saved_for_backward(plain)
+
+
 def test_set_memory_k_reaches_every_layer_and_state_dict_restores_it():
     model = SimMPNet(**TINY)
     model.set_memory_k(3)

@@ -7,6 +7,7 @@ from itertools import combinations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from utils.distributed import sum_over_ranks_with_grad
 
@@ -53,15 +54,23 @@ class DiceLoss(nn.Module):
         """inputs: logits [B, C, H, W] (probabilities if ``softmax=False``); target: LongTensor [B, H, W]."""
         _check_logits_and_target(inputs, target, self.num_classes)
         probs = torch.softmax(_at_least_float32(inputs), dim=1) if softmax else _at_least_float32(inputs)
-        one_hot = _one_hot(target, self.num_classes, probs.dtype)
-        reduce_dims = [0] + list(range(2, probs.dim()))  # batch and pixels, per class
-        sums = torch.stack([(probs * one_hot).sum(reduce_dims),
-                            (probs * probs).sum(reduce_dims) + (one_hot * one_hot).sum(reduce_dims)])
+        return self.from_sums(dice_sums(probs, target, self.num_classes))
+
+    def from_sums(self, sums: torch.Tensor) -> torch.Tensor:
+        """The loss from ``dice_sums`` of this rank (summed over ranks here when ``global_batch``)."""
         if self.global_batch:
             sums = sum_over_ranks_with_grad(sums)
         intersection, denominator = sums
         dice = (2 * intersection + self.smooth) / (denominator + self.smooth)
         return (1 - dice).mean()
+
+
+def dice_sums(probs: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """[2, C]: per class, sum(p t) and sum(p^2) + sum(t^2) over the batch and all pixels."""
+    one_hot = _one_hot(target, num_classes, probs.dtype)
+    reduce_dims = [0] + list(range(2, probs.dim()))
+    return torch.stack([(probs * one_hot).sum(reduce_dims),
+                        (probs * probs).sum(reduce_dims) + (one_hot * one_hot).sum(reduce_dims)])
 
 
 def head_subsets(num_heads: int) -> list[tuple[int, ...]]:
@@ -88,15 +97,20 @@ class MultiHeadLoss(nn.Module):
         for logits in outputs:
             _check_logits_and_target(logits, target, self.num_classes)
         heads = [_at_least_float32(logits) for logits in outputs]
-
-        # Subsets come by increasing size, so each subset's logits = (subset minus its last head) + last head.
-        subset_logits: dict[tuple[int, ...], torch.Tensor] = {}
         total = heads[0].new_zeros(())
         for subset in head_subsets(len(heads)):
-            logits = heads[subset[0]] if len(subset) == 1 else subset_logits[subset[:-1]] + heads[subset[-1]]
-            subset_logits[subset] = logits
-            log_probs = F.log_softmax(logits, dim=1)
-            cross_entropy = F.nll_loss(log_probs, target)  # == F.cross_entropy(logits, target)
-            dice = self.dice(log_probs.exp(), target, softmax=False)
-            total = total + self.ce_weight * cross_entropy + self.dice_weight * dice
+            # Recomputed in backward rather than stored: each subset keeps ~5 full-size float32 maps alive otherwise
+            # (about 3 GB for 15 subsets at the paper's batch of 20), and recomputing them is cheap elementwise work.
+            cross_entropy, sums = checkpoint(self._subset_terms, target, *(heads[i] for i in subset),
+                                             use_reentrant=False)
+            total = total + self.ce_weight * cross_entropy + self.dice_weight * self.dice.from_sums(sums)
         return total
+
+    def _subset_terms(self, target: torch.Tensor, *heads: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-entropy and Dice sums of the summed logits of ``heads``."""
+        logits = heads[0]
+        for head in heads[1:]:
+            logits = logits + head
+        log_probs = F.log_softmax(logits, dim=1)
+        cross_entropy = F.nll_loss(log_probs, target)  # == F.cross_entropy(logits, target)
+        return cross_entropy, dice_sums(log_probs.exp(), target, self.num_classes)

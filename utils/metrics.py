@@ -13,12 +13,14 @@ Surface metrics are computed on a crop of the volume and are bit-identical to me
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["METRIC_NAMES", "PROTOCOLS", "case_metrics", "summarize"]
+__all__ = ["METRIC_NAMES", "PROTOCOLS", "case_metrics", "default_workers", "summarize"]
 
 METRIC_NAMES = ("dice", "hd95", "jaccard", "asd")
 PROTOCOLS = ("transunet", "strict")
@@ -32,6 +34,9 @@ _STRICT_ONE_SIDED = (0.0, np.nan, 0.0, np.nan)
 _HD_PERCENTILE = 95
 _SURFACE_CONNECTIVITY = 1  # medpy's default footprint (face neighbours)
 _CROP_MARGIN = 1  # one background voxel around the masks, see _union_box
+# Classes are scored in parallel threads (scipy's erosion and distance transform release the GIL); each thread holds
+# a few full-size arrays at most, so the default is capped to bound memory on many-core machines.
+_MAX_DEFAULT_WORKERS = 8
 
 
 def _check_labels(labels: np.ndarray, name: str, num_classes: int) -> np.ndarray:
@@ -119,8 +124,15 @@ def _missing_organ_row(predicted: bool, present: bool, protocol: str) -> tuple[f
     return _STRICT_ONE_SIDED if (predicted or present) else _STRICT_ABSENT_IN_BOTH
 
 
+def default_workers() -> int:
+    """Threads for scoring classes: the CPUs this process may use, at most ``_MAX_DEFAULT_WORKERS``."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(usable, _MAX_DEFAULT_WORKERS))
+
+
 def case_metrics(pred: np.ndarray, gt: np.ndarray, num_classes: int, protocol: str = "transunet",
-                 spacing: float | Sequence[float] | None = None, surface: bool = True) -> np.ndarray:
+                 spacing: float | Sequence[float] | None = None, surface: bool = True,
+                 workers: int | None = None) -> np.ndarray:
     """Dice, HD95, Jaccard and ASD of every foreground class of one case.
 
     Args:
@@ -130,6 +142,8 @@ def case_metrics(pred: np.ndarray, gt: np.ndarray, num_classes: int, protocol: s
         spacing: voxel size per axis (or one number for all), as medpy's ``voxelspacing``; None = unit grid.
         surface: False skips the (costly) surface distances: the hd95 and asd columns are then all NaN
             (e.g. Dice-only validation during training, as the release's validation does).
+        workers: threads that score classes in parallel (None: ``default_workers()``; 1: in this thread). The
+            values do not depend on it: each class is computed by the same operations either way.
 
     Returns:
         float64 array [num_classes - 1, 4], columns METRIC_NAMES = (dice, hd95, jaccard, asd), where
@@ -150,13 +164,27 @@ def case_metrics(pred: np.ndarray, gt: np.ndarray, num_classes: int, protocol: s
     pred_boxes = ndimage.find_objects(pred, max_label=num_classes - 1)
     gt_boxes = ndimage.find_objects(gt, max_label=num_classes - 1)
     rows = np.empty((num_classes - 1, len(METRIC_NAMES)), dtype=np.float64)
+    present = []
     for index, (pred_box, gt_box) in enumerate(zip(pred_boxes, gt_boxes)):
-        label = index + 1
         if pred_box is None or gt_box is None:
             rows[index] = _missing_organ_row(pred_box is not None, gt_box is not None, protocol)
-            continue
-        box = _union_box(pred_box, gt_box, pred.shape)
-        rows[index] = _overlap_and_surface_metrics(pred[box] == label, gt[box] == label, spacing, surface)
+        else:
+            present.append((index, _union_box(pred_box, gt_box, pred.shape)))
+
+    def score(index: int, box: tuple[slice, ...]) -> tuple[float, float, float, float]:
+        label = index + 1
+        return _overlap_and_surface_metrics(pred[box] == label, gt[box] == label, spacing, surface)
+
+    if workers is not None and (int(workers) != workers or workers < 1):
+        raise ValueError(f"workers must be a positive integer or None, got {workers!r}")
+    workers = min(default_workers() if workers is None else int(workers), len(present))
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            scored = list(pool.map(lambda task: score(*task), present))
+    else:
+        scored = [score(*task) for task in present]
+    for (index, _), row in zip(present, scored):
+        rows[index] = row
     if not surface:
         rows[:, [METRIC_NAMES.index("hd95"), METRIC_NAMES.index("asd")]] = np.nan
     return rows
