@@ -23,7 +23,7 @@ NPZ_SUFFIX = ".npz"
 H5_SUFFIX = ".h5"
 
 __all__ = [
-    "DataError", "read_list", "check_files_exist", "load_pair", "validate_pair", "check_finite",
+    "DataError", "read_list", "check_files_exist", "read_npz", "load_pair", "validate_pair", "check_finite",
     "check_labels", "load_nifti", "load_nifti_pair",
     "atomic_path", "save_npz", "save_h5", "write_list", "minmax_normalize",
     "ListedSegmentationDataset",
@@ -64,7 +64,9 @@ def check_files_exist(paths: Sequence[str], list_path: str) -> None:
 
 
 # ----------------------------------------------------------------------------- loading
-def _read_npz(path: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
+def read_npz(path: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
+    """Arrays ``keys`` of an ``.npz`` file (no pickles); DataError naming the file for a missing key or a corrupt or
+    truncated archive."""
     try:
         with np.load(path, allow_pickle=False) as archive:
             missing = [key for key in keys if key not in archive.files]
@@ -170,7 +172,7 @@ def load_pair(
     if not os.path.isfile(path):
         raise DataError(path, "file does not exist")
     if path.endswith(NPZ_SUFFIX):
-        arrays = _read_npz(path, (image_key, label_key))
+        arrays = read_npz(path, (image_key, label_key))
     elif path.endswith(H5_SUFFIX):
         arrays = _read_h5(path, (image_key, label_key))
     else:

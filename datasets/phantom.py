@@ -1,4 +1,4 @@
-"""Deterministic synthetic stand-ins for Synapse and ACDC, written in the real on-disk formats.
+"""Deterministic synthetic stand-ins for Synapse, ACDC, ISIC-2018 and SegPC-2021, in the real on-disk formats.
 
 They let the whole pipeline (training, testing, metrics) run with no real data. Each case
 is drawn from ``np.random.default_rng([seed, case_number])``: same seed -> identical files.
@@ -13,8 +13,16 @@ is drawn from ``np.random.default_rng([seed, case_number])``: same seed -> ident
   RV crescent that fades towards the apex. Each patient has ED and ES volumes (smaller LV
   cavity, thicker wall at ES); intensities are min-max normalised per volume like the
   preparation of the real data.
+* ISIC-2018-like dermoscopy: warm skin with shading and vignetting, one darker irregular
+  lesion (darker core, soft edge), dark hairs crossing it; label 1 = lesion.
+* SegPC-2021-like microscopy: light stained background, pink red blood cells (unlabelled) and
+  plasma cells with light purple cytoplasm (1) and an eccentric dark nucleus (2), itemised
+  by the preparation's own code (one crop per cell by default).
+Both RGB sets are written in the prepared format (``--dataset isic2018``), or, with
+``--official``, as a fake official download for the preparation scripts.
 
     python -m datasets.phantom --dataset synapse --out data/phantom
+    python -m datasets.phantom --dataset isic2018 --out data/phantom   # data/phantom/ISIC2018, lists/lists_ISIC2018
 """
 from __future__ import annotations
 
@@ -22,14 +30,25 @@ import argparse
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
+from PIL import Image
 from scipy import ndimage
 
 from .acdc import ACDC_SPLITS, acdc_case_name, acdc_entry_case_name, write_acdc_case
-from .common import minmax_normalize, write_list
+from .common import atomic_path, minmax_normalize, write_list
+from .isic2018 import (
+    ISIC2018_DIR_NAME, ISIC2018_IMAGE_DIR, ISIC2018_IMAGE_SUFFIX, ISIC2018_LIST_DIR_NAME, ISIC2018_MASK_DIR,
+    ISIC2018_MASK_SUFFIX,
+)
+from .prepare_segpc2021 import instance_class_map, segpc_items
+from .rgb import RGB_SPLITS, write_rgb_item, write_split_lists
+from .segpc2021 import (
+    MASK_CYTOPLASM_VALUE, MASK_NUCLEUS_VALUE, SEGPC2021_DIR_NAME, SEGPC2021_IMAGE_DIR, SEGPC2021_LIST_DIR_NAME,
+    SEGPC2021_MASK_DIR, SEGPC2021_SUFFIX,
+)
 from .synapse import (
     SYNAPSE_TEST_CASES, SYNAPSE_TRAIN_CASES, TEST_DIR_NAME, TEST_SPLIT, TRAIN_DIR_NAME, TRAIN_SPLIT,
     synapse_case_name, write_synapse_test_case, write_synapse_train_case,
@@ -451,6 +470,150 @@ def acdc_case(rng: np.random.Generator, size: int, depth: int) -> dict[str, tupl
     return {phase: acdc_phase(rng, coords, pose, background, phase) for phase in ("ED", "ES")}
 
 
+# ----------------------------------------------------------------------------- ISIC-2018 dermoscopy
+# Colours are RGB in 0..255. Skin: light, warm; lesion: darker brown with a darker pigment core.
+SKIN_RGB_RANGE = ((195.0, 235.0), (145.0, 185.0), (115.0, 155.0))
+LESION_RGB_RANGE = ((95.0, 150.0), (50.0, 95.0), (35.0, 75.0))
+LESION_CENTER_SHIFT = 0.25  # of the half-size, from the image centre
+LESION_RADIUS_RANGE = (0.3, 0.55)
+LESION_WOBBLE_ORDERS = (2, 3, 5)
+LESION_WOBBLE_AMPLITUDE = 0.12
+LESION_CORE_DARKENING = 0.35
+SKIN_SHADING = 12.0
+HAIR_COUNT_MAX = 2
+HAIR_RGB = (45.0, 30.0, 25.0)
+HAIR_HALF_WIDTH = 0.012  # of the image size
+VIGNETTE_STRENGTH = 0.35
+RGB_BLUR_SIGMA = 0.7
+RGB_NOISE_SIGMA = 4.0
+RGB_GRID = (4, 4)
+
+SEGPC_NUM_CELLS = 3  # plasma cells per synthetic field
+
+
+def unit_grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-centre coordinates (y [H,1], x [1,W]) scaled by the shorter side: the shorter axis spans (-1, 1)."""
+    scale = min(height, width) / 2.0
+    y = ((np.arange(height) + 0.5) - height / 2.0) / scale
+    x = ((np.arange(width) + 0.5) - width / 2.0) / scale
+    return y[:, None], x[None, :]
+
+
+def wobbly_ellipse(
+    y: np.ndarray, x: np.ndarray, center: tuple[float, float], radii: tuple[float, float], angle: float,
+    wobble: Sequence[tuple[int, float, float]] = (),
+) -> np.ndarray:
+    """Normalised radius (< 1 inside) of a rotated ellipse whose outline is modulated by cosines."""
+    dy, dx = y - center[0], x - center[1]
+    cos, sin = math.cos(angle), math.sin(angle)
+    ly, lx = (-sin * dx + cos * dy) / radii[0], (cos * dx + sin * dy) / radii[1]
+    bound = 1.0 + sum(amp * np.cos(order * np.arctan2(ly, lx) + phase) for order, amp, phase in wobble)
+    return np.sqrt(lx**2 + ly**2) / bound
+
+
+def finish_rgb(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    """Optical blur and sensor noise; uint8 [H,W,3]."""
+    image = ndimage.gaussian_filter(image, (RGB_BLUR_SIGMA, RGB_BLUR_SIGMA, 0))
+    image = image + rng.normal(0.0, RGB_NOISE_SIGMA, size=image.shape)
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+
+def isic_lesion_image(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """A dermoscopy-like image (uint8 [H,W,3]) and its lesion label (uint8 0/1).
+
+    Skin with smooth shading and vignetting, one darker irregular lesion with a darker core
+    and a soft edge, and up to two dark hairs crossing it (background in the label).
+    """
+    y, x = unit_grid(height, width)
+    shape = (height, width)
+    skin = np.array([rng.uniform(*r) for r in SKIN_RGB_RANGE])
+    image = skin + SKIN_SHADING * smooth_noise(rng, shape, RGB_GRID)[..., None]
+
+    center = tuple(rng.uniform(-LESION_CENTER_SHIFT, LESION_CENTER_SHIFT, size=2))
+    radii = tuple(rng.uniform(*LESION_RADIUS_RANGE, size=2))
+    wobble = [(k, rng.uniform(0.3, 1.0) * LESION_WOBBLE_AMPLITUDE, rng.uniform(0, 2 * math.pi))
+              for k in LESION_WOBBLE_ORDERS]
+    radius = wobbly_ellipse(y, x, center, radii, rng.uniform(0, math.pi), wobble)
+    label = (radius < 1.0).astype(np.uint8)
+
+    lesion = np.array([rng.uniform(*r) for r in LESION_RGB_RANGE])
+    core = np.clip(1.0 - radius, 0.0, 1.0)[..., None]  # 1 at the centre, 0 at the border
+    lesion_colour = lesion * (1.0 - LESION_CORE_DARKENING * core) + 8.0 * smooth_noise(rng, shape, RGB_GRID)[..., None]
+    alpha = ndimage.gaussian_filter(label.astype(np.float64), 1.0)[..., None]  # soft edge
+    image = (1.0 - alpha) * image + alpha * lesion_colour
+
+    for _ in range(int(rng.integers(0, HAIR_COUNT_MAX + 1))):
+        theta, offset = rng.uniform(0, math.pi), rng.uniform(-0.6, 0.6)
+        distance = np.abs(math.cos(theta) * y - math.sin(theta) * x - offset)
+        half_width = max(HAIR_HALF_WIDTH, 1.0 / min(shape))  # at least one pixel wide
+        image[np.broadcast_to(distance < half_width, shape)] = HAIR_RGB
+
+    vignette = 1.0 - VIGNETTE_STRENGTH * np.clip(np.sqrt(y**2 + x**2) - 1.0, 0.0, 1.0)
+    return finish_rgb(rng, image * vignette[..., None]), label
+
+
+# ----------------------------------------------------------------------------- SegPC-2021 microscopy
+# Jenner-Giemsa-like stain: light background, pink red blood cells (unlabelled), plasma cells
+# with light purple-blue cytoplasm and an eccentric dark purple nucleus.
+FIELD_RGB_RANGE = ((222.0, 240.0), (212.0, 230.0), (222.0, 240.0))
+RBC_RGB = (225.0, 165.0, 178.0)
+CYTOPLASM_RGB_RANGE = ((150.0, 185.0), (130.0, 165.0), (190.0, 220.0))
+NUCLEUS_RGB_RANGE = ((70.0, 105.0), (30.0, 60.0), (105.0, 145.0))
+CELL_RADIUS_RANGE = (0.17, 0.24)  # of the half of the shorter side
+NUCLEUS_SCALE_RANGE = (0.45, 0.6)  # nucleus radius / cell radius
+NUCLEUS_OFFSET_MAX = 0.3  # nucleus centre shift / cell radius (eccentric nucleus)
+CELL_WOBBLE = 0.06
+RBC_COUNT = 3
+RBC_RADIUS = 0.12
+CELL_PLACEMENT_TRIES = 200
+
+
+def place_cells(rng: np.random.Generator, count: int, aspect: float) -> list[tuple[tuple[float, float], float]]:
+    """(centre (y, x), radius) of ``count`` cells inside the field, overlapping little where possible."""
+    cells: list[tuple[tuple[float, float], float]] = []
+    for _ in range(count):
+        for _ in range(CELL_PLACEMENT_TRIES):
+            radius = rng.uniform(*CELL_RADIUS_RANGE)
+            center = (rng.uniform(-1 + radius, 1 - radius), rng.uniform(-aspect + radius, aspect - radius))
+            if all(math.dist(center, c) > 0.9 * (radius + r) for c, r in cells):
+                break
+        cells.append((center, radius))
+    return cells
+
+
+def segpc_field(
+    rng: np.random.Generator, height: int, width: int, num_cells: int
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """A stained bone-marrow field (uint8 [H,W,3]) and one mask per plasma cell in the official
+    coding (uint8 [H,W]: 0 background, 20 cytoplasm, 40 nucleus)."""
+    y, x = unit_grid(height, width)
+    shape = (height, width)
+    image = np.array([rng.uniform(*r) for r in FIELD_RGB_RANGE]) + 5.0 * smooth_noise(rng, shape, RGB_GRID)[..., None]
+    aspect = width / height if width >= height else 1.0
+    for _ in range(RBC_COUNT):  # confounders: round pink cells without nucleus
+        center = (rng.uniform(-0.9, 0.9), rng.uniform(-aspect * 0.9, aspect * 0.9))
+        image[wobbly_ellipse(y, x, center, (RBC_RADIUS, RBC_RADIUS), 0.0) < 1.0] = RBC_RGB
+
+    masks = []
+    for center, radius in place_cells(rng, num_cells, aspect):
+        wobble = [(k, rng.uniform(0, CELL_WOBBLE), rng.uniform(0, 2 * math.pi)) for k in (2, 3)]
+        cell = wobbly_ellipse(y, x, center, (radius, radius * rng.uniform(0.85, 1.15)), rng.uniform(0, math.pi),
+                              wobble) < 1.0
+        shift = rng.uniform(0, NUCLEUS_OFFSET_MAX * radius)
+        direction = rng.uniform(0, 2 * math.pi)
+        nucleus_center = (center[0] + shift * math.sin(direction), center[1] + shift * math.cos(direction))
+        nucleus_radius = radius * rng.uniform(*NUCLEUS_SCALE_RANGE)
+        nucleus = cell & (wobbly_ellipse(y, x, nucleus_center, (nucleus_radius, nucleus_radius * 0.85),
+                                         rng.uniform(0, math.pi)) < 1.0)
+        image[cell] = [rng.uniform(*r) for r in CYTOPLASM_RGB_RANGE]
+        image[nucleus] = [rng.uniform(*r) for r in NUCLEUS_RGB_RANGE]
+        mask = np.zeros(shape, dtype=np.uint8)
+        mask[cell] = MASK_CYTOPLASM_VALUE
+        mask[nucleus] = MASK_NUCLEUS_VALUE
+        masks.append(mask)
+    return finish_rgb(rng, image), masks
+
+
 # ----------------------------------------------------------------------------- writers
 def phantom_case_numbers(standard: Sequence[int], count: int, taken: set[int]) -> list[int]:
     """The first ``count`` standard case numbers, extended with unused numbers above them."""
@@ -537,18 +700,171 @@ def write_acdc_phantom(
                 valid_cases=case_names["valid"], test_cases=case_names["test"])
 
 
+ItemMaker = Callable[[int], Sequence[tuple[str, np.ndarray, np.ndarray]]]
+
+
+def _write_rgb_phantom(data_root: str | os.PathLike, list_dir: str | os.PathLike, split_counts: Sequence[int],
+                       make_items: ItemMaker, **sizes: int) -> dict:
+    """Write the items of ``split_counts`` = (train, val, test) consecutive images; ``make_items(index)`` gives
+    the (entry, image, label) items of image ``index``. Every count and size must be >= 1. Returns the paths and
+    the entries per split."""
+    counts = dict(zip(RGB_SPLITS, split_counts))
+    _check_counts(**{f"num_{split}": count for split, count in counts.items()}, **sizes)
+    data_root, list_dir = os.fspath(data_root), os.fspath(list_dir)
+    entries: dict[str, list[str]] = {split: [] for split in RGB_SPLITS}
+    splits = [split for split in RGB_SPLITS for _ in range(counts[split])]
+    for index, split in enumerate(splits):
+        for entry, image, label in make_items(index):
+            entries[split].append(write_rgb_item(data_root, entry, image, label))
+    write_split_lists(list_dir, entries)
+    return dict(root_path=data_root, volume_path=data_root, list_dir=list_dir, entries=entries)
+
+
+def isic_phantom_name(index: int) -> str:
+    """``ISIC_0000003`` style name, as the official images."""
+    return f"ISIC_{index:07d}"
+
+
+def write_isic2018_phantom(data_root: str | os.PathLike, list_dir: str | os.PathLike, num_train: int = 6,
+                           num_val: int = 2, num_test: int = 2, size: int = 64, seed: int = 0) -> dict:
+    """Write a synthetic prepared ISIC-2018 set: ``data_root/ISIC_xxxxxxx.npz`` and the list files.
+
+    Image i (``size`` square) is drawn from ``default_rng([seed, i])``; the first ``num_train`` images train, then
+    val, test.
+    """
+    def make_items(index: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        return [(isic_phantom_name(index), *isic_lesion_image(np.random.default_rng([seed, index]), size, size))]
+
+    return _write_rgb_phantom(data_root, list_dir, (num_train, num_val, num_test), make_items, size=size)
+
+
+def segpc_phantom_name(index: int) -> str:
+    """Image name of synthetic field ``index`` (the official names are numbers too)."""
+    return str(100 + index)
+
+
+def segpc_instance_class_maps(name: str, masks: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    """Instance masks in the official coding -> {instance id '1', '2', ...: class map}."""
+    return {str(n): instance_class_map(mask, f"{name}_{n}") for n, mask in enumerate(masks, start=1)}
+
+
+def write_segpc2021_phantom(data_root: str | os.PathLike, list_dir: str | os.PathLike, num_train: int = 3,
+                            num_val: int = 1, num_test: int = 1, size: int = 64, field_size: int = 128,
+                            num_cells: int = SEGPC_NUM_CELLS, mode: str = "crop", seed: int = 0) -> dict:
+    """Write a synthetic prepared SegPC-2021 set: items of ``num_*`` fields per split and the list files.
+
+    Each field (``field_size`` square, ``num_cells`` plasma cells, from ``default_rng([seed, i])``)
+    goes through the preparation's own itemisation: one ``size`` crop per cell (``mode='crop'``)
+    or the resized field (``mode='image'``).
+    """
+    def make_items(index: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        name = segpc_phantom_name(index)
+        image, masks = segpc_field(np.random.default_rng([seed, index]), field_size, field_size, num_cells)
+        return segpc_items(name, image, segpc_instance_class_maps(name, masks), mode, size)
+
+    return _write_rgb_phantom(data_root, list_dir, (num_train, num_val, num_test), make_items, size=size,
+                              field_size=field_size, num_cells=num_cells)
+
+
+# ----------------------------------------------------------------------------- fake official downloads
+def _save_image_file(path: str, array: np.ndarray, **options) -> None:
+    """Atomically write an image file (format from the extension) with PIL."""
+    with atomic_path(path) as tmp_path, open(tmp_path, "wb") as handle:
+        Image.fromarray(array).save(handle, format=os.path.splitext(path)[1][1:].upper().replace("JPG", "JPEG"),
+                                    **options)
+
+
+JPEG_QUALITY = 95
+
+
+def write_isic2018_download(src: str | os.PathLike, num_images: int = 10, height: int = 48, width: int = 64,
+                            seed: int = 0) -> list[str]:
+    """Write a fake ISIC-2018 Task 1 training download (jpg images, 0/255 png masks, a LICENSE file)."""
+    _check_counts(num_images=num_images, height=height, width=width)
+    src = os.fspath(src)
+    image_dir, mask_dir = os.path.join(src, ISIC2018_IMAGE_DIR), os.path.join(src, ISIC2018_MASK_DIR)
+    names = []
+    for index in range(num_images):
+        name = isic_phantom_name(index)
+        image, label = isic_lesion_image(np.random.default_rng([seed, index]), height, width)
+        _save_image_file(os.path.join(image_dir, name + ISIC2018_IMAGE_SUFFIX), image, quality=JPEG_QUALITY)
+        _save_image_file(os.path.join(mask_dir, name + ISIC2018_MASK_SUFFIX), (label * 255).astype(np.uint8))
+        names.append(name)
+    write_list(os.path.join(image_dir, "LICENSE.txt"), ["synthetic phantom images, no licence needed"])
+    return names
+
+
+def write_segpc2021_download(src: str | os.PathLike, num_train: int = 4, num_validation: int = 2, num_test: int = 1,
+                             height: int = 96, width: int = 128, num_cells: int = SEGPC_NUM_CELLS,
+                             seed: int = 0) -> dict[str, list[str]]:
+    """Write a fake SegPC-2021 download: ``TCIA_SegPC_dataset/{train,validation}/{x,y}`` (bmp fields,
+    one bmp mask per cell, 20 cytoplasm / 40 nucleus) and a label-less ``test/x``.
+    Returns the image names per subset."""
+    _check_counts(num_train=num_train, height=height, width=width, num_cells=num_cells)  # validation/test may be 0
+    root = os.path.join(os.fspath(src), "TCIA_SegPC_dataset")
+    counts = {"train": num_train, "validation": num_validation, "test": num_test}
+    names: dict[str, list[str]] = {subset: [] for subset in counts}
+    index = 0
+    for subset, count in counts.items():
+        for _ in range(count):
+            name = segpc_phantom_name(index)
+            image, masks = segpc_field(np.random.default_rng([seed, index]), height, width, num_cells)
+            _save_image_file(os.path.join(root, subset, SEGPC2021_IMAGE_DIR, name + SEGPC2021_SUFFIX), image)
+            if subset != "test":  # the official test images come without masks
+                for n, mask in enumerate(masks, start=1):
+                    mask_name = f"{name}_{n}{SEGPC2021_SUFFIX}"
+                    _save_image_file(os.path.join(root, subset, SEGPC2021_MASK_DIR, mask_name), mask)
+            names[subset].append(name)
+            index += 1
+    return names
+
+
 # ----------------------------------------------------------------------------- CLI
+RGB_PHANTOMS = {  # name -> (data folder, list folder, prepared writer, fake-download writer)
+    "isic2018": (ISIC2018_DIR_NAME, ISIC2018_LIST_DIR_NAME, write_isic2018_phantom, write_isic2018_download),
+    "segpc2021": (SEGPC2021_DIR_NAME, SEGPC2021_LIST_DIR_NAME, write_segpc2021_phantom, write_segpc2021_download),
+}
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Write a deterministic synthetic Synapse or ACDC data set.")
-    parser.add_argument("--dataset", choices=("synapse", "acdc"), required=True)
-    parser.add_argument("--out", required=True, help="writes OUT/<Synapse|ACDC>/... and OUT/lists/lists_<name>/")
+    parser = argparse.ArgumentParser(description="Write a deterministic synthetic Synapse, ACDC, ISIC-2018 or "
+                                                 "SegPC-2021 data set.")
+    parser.add_argument("--dataset", choices=("synapse", "acdc", *RGB_PHANTOMS), required=True)
+    parser.add_argument("--out", required=True, help="writes OUT/<Synapse|ACDC|ISIC2018|SegPC2021>/... and "
+                                                     "OUT/lists/lists_<name>/")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--size", type=int, default=None, help="slice height and width")
-    parser.add_argument("--depth", type=int, default=None, help="slices per volume")
-    parser.add_argument("--num_train", type=int, default=None, help="training cases (patients for ACDC)")
+    parser.add_argument("--size", type=int, default=None, help="slice (RGB: image) height and width")
+    parser.add_argument("--depth", type=int, default=None, help="slices per volume (Synapse, ACDC)")
+    parser.add_argument("--num_train", type=int, default=None,
+                        help="training cases (patients for ACDC, fields for SegPC-2021)")
     parser.add_argument("--num_test", type=int, default=None, help="test cases (patients for ACDC)")
-    parser.add_argument("--num_valid", type=int, default=None, help="validation patients (ACDC only)")
+    parser.add_argument("--num_valid", type=int, default=None, help="validation patients / images (not Synapse)")
+    parser.add_argument("--official", action="store_true",
+                        help="RGB sets: write a fake official download to OUT/<name>_official instead (only --seed)")
     return parser.parse_args(argv)
+
+
+def rgb_phantom_main(args: argparse.Namespace, options: dict) -> int:
+    """The CLI for the RGB sets (prepared phantom, or a fake official download with ``--official``)."""
+    dir_name, list_name, write_prepared, write_download = RGB_PHANTOMS[args.dataset]
+    if "depth" in options:
+        print("error: --depth applies to Synapse and ACDC only (the RGB sets are 2-D)", file=sys.stderr)
+        return 2
+    if args.official:
+        if options:
+            print("error: --official takes only --seed", file=sys.stderr)
+            return 2
+        src = os.path.join(args.out, f"{dir_name}_official")
+        write_download(src, seed=args.seed)
+        print(f"wrote a fake official {dir_name} download to {src}")
+        return 0
+    if "num_valid" in options:
+        options["num_val"] = options.pop("num_valid")
+    result = write_prepared(os.path.join(args.out, dir_name), os.path.join(args.out, "lists", list_name),
+                            seed=args.seed, **options)
+    counts = ", ".join(f"{len(v)} {k}" for k, v in result["entries"].items())
+    print(f"wrote {counts} items to {result['root_path']}, lists in {result['list_dir']}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -556,6 +872,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     options = {key: getattr(args, key) for key in ("size", "depth", "num_train", "num_test", "num_valid")}
     options = {key: value for key, value in options.items() if value is not None}
+    if args.dataset in RGB_PHANTOMS:
+        return rgb_phantom_main(args, options)
+    if args.official:
+        print("error: --official applies to isic2018 and segpc2021 only", file=sys.stderr)
+        return 2
     if args.dataset == "synapse":
         if "num_valid" in options:
             print("error: --num_valid applies to ACDC only (Synapse has no validation split)", file=sys.stderr)

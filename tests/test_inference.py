@@ -1,5 +1,5 @@
 """utils.inference.predict_volume against a naive per-slice loop, batch-size invariance, modes, devices;
-and utils.visual (overlays of predictions, PNG writing)."""
+predict_image against hand-computed label maps and a naive loop; and utils.visual (overlays, PNG writing)."""
 import numpy as np
 import pytest
 import torch
@@ -8,7 +8,7 @@ from scipy.ndimage import zoom
 
 from PIL import Image
 
-from utils.inference import predict_volume, resolve_device
+from utils.inference import predict_image, predict_volume, resolve_device
 from utils.visual import class_colours, overlay, save_png, side_by_side
 
 NUM_CLASSES = 4
@@ -17,10 +17,10 @@ NUM_CLASSES = 4
 class FourHeadNet(nn.Module):
     """Small deterministic conv net with BatchNorm and four heads of logits [B, C, H, W]."""
 
-    def __init__(self, num_classes=NUM_CLASSES, width=8):
+    def __init__(self, num_classes=NUM_CLASSES, width=8, in_channels=1):
         super().__init__()
         torch.manual_seed(0)
-        self.body = nn.Sequential(nn.Conv2d(1, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+        self.body = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
                                   nn.Conv2d(width, width, 3, padding=1), nn.ReLU())
         self.heads = nn.ModuleList(nn.Conv2d(width, num_classes, 1) for _ in range(4))
         with torch.no_grad():  # non-trivial eval statistics, so train vs eval mode would differ
@@ -116,7 +116,7 @@ def test_explicit_device_matches_model(model):
 @pytest.mark.parametrize("image, kwargs, message", [
     (np.zeros((2, 3, 32, 32), np.float32), {}, "2-D \\[H, W\\] or 3-D"),
     (np.full((2, 32, 32), np.nan, np.float32), {}, "NaN"),
-    (np.zeros((2, 32, 32), np.float32), {"batch_size": 0}, "positive integers"),
+    (np.zeros((2, 32, 32), np.float32), {"batch_size": 0}, "batch_size must be a positive integer"),
     (np.zeros((2, 32, 32), np.float32), {"device": "meta"}, "differs from the model's device"),
 ])
 def test_bad_input(model, image, kwargs, message):
@@ -143,6 +143,87 @@ def test_sim_mpnet_batch_size_invariant():
     single = predict_volume(model, volume, 64, batch_size=1)
     assert single.shape == (6, 80, 80) and single.dtype == np.int64
     np.testing.assert_array_equal(predict_volume(model, volume, 64, batch_size=4), single)
+
+
+# ---- predict_image ------------------------------------------------------------------------------------------
+class ColourNet(nn.Module):
+    """Two heads of 1x1 convolutions on an RGB input: head 1 = the input itself (class c scores channel c), head 2 =
+    a constant 0.3 for class 2. The label of a pixel is therefore argmax(r, g, b + 0.3)."""
+
+    def __init__(self):
+        super().__init__()
+        self.identity = nn.Conv2d(3, 3, 1, bias=False)
+        self.bias = nn.Conv2d(3, 3, 1)
+        with torch.no_grad():
+            self.identity.weight.copy_(torch.eye(3)[:, :, None, None])
+            self.bias.weight.zero_()
+            self.bias.bias.copy_(torch.tensor([0.0, 0.0, 0.3]))
+
+    def forward(self, x):
+        return self.identity(x), self.bias(x)
+
+
+# (r, g, b) -> summed logits (r, g, b + 0.3) -> label, worked out by hand; the last colour is a near-tie that the
+# second head decides: head 1 alone would give class 0 for (1, 1, 0.9), the sum (1, 1, 1.2) gives class 2.
+HAND_COLOURS = {(2.0, 0.0, 0.0): 0, (0.0, 2.0, 0.0): 1, (0.0, 0.0, 2.0): 2, (1.0, 1.0, 0.9): 2, (-1.0, -2.0, -1.5): 0}
+
+
+def quadrant_image(colours, height, width):
+    """[3, H, W] float32 image whose four quadrants have the given colours (top-left, top-right, bottom-left,
+    bottom-right), and the quadrant index of every pixel."""
+    quadrant = np.add.outer(2 * (np.arange(height) >= height // 2), np.arange(width) >= width // 2)
+    image = np.asarray(colours, np.float32)[quadrant].transpose(2, 0, 1)
+    return np.ascontiguousarray(image), quadrant
+
+
+def test_predict_image_labels_colours_as_worked_out_by_hand():
+    colours = list(HAND_COLOURS)
+    image, quadrant = quadrant_image(colours[:4], height=8, width=8)
+    expected = np.array([0, 1, 2, 2])[quadrant]  # the labels of the four quadrants' colours
+    prediction = predict_image(ColourNet(), image, img_size=8)  # network size = image size: no resizing
+    assert prediction.dtype == np.int64 and prediction.shape == (8, 8)
+    np.testing.assert_array_equal(prediction, expected)
+    for colour, label in HAND_COLOURS.items():  # a one-colour image stays one label through both resizes
+        flat = np.broadcast_to(np.float32(colour)[:, None, None], (3, 10, 14)).copy()
+        np.testing.assert_array_equal(predict_image(ColourNet(), flat, img_size=16), np.full((10, 14), label))
+
+
+def naive_predict_image(model, image, img_size):
+    """One image: each channel zoomed (cubic) to img_size, heads summed, argmax, label zoomed back (nearest)."""
+    model.eval()
+    _, h, w = image.shape
+    resized = np.stack([zoom(channel, (img_size / h, img_size / w), order=3) for channel in image])
+    with torch.no_grad():
+        label = sum(model(torch.from_numpy(resized)[None].float())).argmax(dim=1)[0].numpy()
+    return zoom(label, (h / img_size, w / img_size), order=0)
+
+
+@pytest.mark.parametrize("shape, img_size", [((3, 20, 28), 16), ((3, 24, 20), 48)])
+def test_predict_image_matches_naive_loop(shape, img_size):
+    model = FourHeadNet(in_channels=3)
+    image = random_volume(shape, seed=7)
+    prediction = predict_image(model, image, img_size)
+    assert prediction.shape == shape[1:] and len(np.unique(prediction)) > 1
+    np.testing.assert_array_equal(prediction, naive_predict_image(model, image, img_size))
+
+
+def test_grey_slice_predicts_the_same_through_either_entry(model):
+    """predict_volume and predict_image share one core: a grey slice [H, W] as a 1-channel image [1, H, W]."""
+    volume = random_volume((3, 30, 26), seed=8)
+    by_volume = predict_volume(model, volume, 32, batch_size=2)
+    for index, slice2d in enumerate(volume):
+        np.testing.assert_array_equal(predict_image(model, slice2d[None], 32), by_volume[index])
+
+
+@pytest.mark.parametrize("image, kwargs, message", [
+    (np.zeros((8, 8), np.float32), {}, "3-D \\[C, H, W\\]"),
+    (np.full((3, 8, 8), np.inf, np.float32), {}, "NaN/inf"),
+    (np.zeros((3, 8, 8), np.float32), {"img_size": 0}, "img_size must be a positive integer"),
+    (np.zeros((3, 8, 8), np.float32), {"device": "meta"}, "differs from the model's device"),
+])
+def test_predict_image_bad_input(image, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        predict_image(ColourNet(), image, **{"img_size": 8, **kwargs})
 
 
 # ---- utils.visual -------------------------------------------------------------------------------------------

@@ -185,7 +185,8 @@ def test_train_script_help():
 
 
 @pytest.mark.parametrize("dataset, classes, num_k, feature_dim, val_list", [
-    ("synapse", 9, 9, 256, None), ("acdc", 4, 4, 128, "valid")])
+    ("synapse", 9, 9, 256, None), ("acdc", 4, 4, 128, "valid"), ("isic2018", 2, 2, 256, "val"),
+    ("segpc2021", 3, 3, 256, "val")])
 def test_dataset_defaults(dataset, classes, num_k, feature_dim, val_list):
     args = build_train_parser(dataset).parse_args([])
     assert (args.num_classes, args.num_k, args.feature_dim, args.val_list) == (classes, num_k, feature_dim, val_list)

@@ -21,12 +21,14 @@ from utils.checkpoint import CheckpointError
 SCALES = ("pico", "nano", "tiny", "small")
 AMP_MODES = ("none", "bf16", "fp16")
 METRIC_PROTOCOLS = ("transunet", "strict")
-DATASET_TITLES = {"synapse": "Synapse multi-organ CT", "acdc": "ACDC cardiac MRI"}
+DATASET_TITLES = {"synapse": "Synapse multi-organ CT", "acdc": "ACDC cardiac MRI",
+                  "isic2018": "ISIC-2018 skin lesions (dermoscopy)",
+                  "segpc2021": "SegPC-2021 multiple-myeloma cells (microscopy)"}
 
-# The release's training recipe (train_synapse.py / trainer.py), used for both data sets.
+# The release's training recipe (train_synapse.py / trainer.py), used for every data set.
 RECIPE = dict(batch_size=20, base_lr=1e-4, max_epochs=300, img_size=256, img_size_s2=224, seed=2222,
               pool_size=100, warmup_iters=2000, wld_start_epoch=100)
-TEST_BATCH_SIZE = 16  # slices per inference batch
+TEST_BATCH_SIZE = 16  # slices per inference batch (2-D image sets infer one image at a time)
 RUNS_DIR = "runs"
 NONE_WORDS = ("none", "null", "")
 # Exception types that mean bad input (reported in one line, exit code 2) rather than a bug.
@@ -114,9 +116,9 @@ def _add_data_options(parser: argparse.ArgumentParser, dataset: str, role: str) 
     constants = dataset_constants(dataset)
     group = parser.add_argument_group("data")
     if role == "train":
-        group.add_argument("--root_path", default=info["root_path"], help="directory of the training slices")
+        group.add_argument("--root_path", default=info["root_path"], help="directory of the training images/slices")
     group.add_argument("--volume_path", default=info["volume_path"],
-                       help="directory of the test/validation volumes")
+                       help="directory of the test/validation images/volumes")
     group.add_argument("--list_dir", default=info["list_dir"], help="directory of the list files")
     group.add_argument("--num_classes", type=_positive_int, default=constants["num_classes"],
                        help="classes including background")
@@ -124,10 +126,11 @@ def _add_data_options(parser: argparse.ArgumentParser, dataset: str, role: str) 
         group.add_argument("--num_workers", type=_non_negative_int, default=min(4, os.cpu_count() or 1),
                            help="DataLoader worker processes (0: load in the main process)")
         group.add_argument("--val_list", type=_optional_path, default=DATASET_INFO[dataset]["val_split"],
-                           help="list (in --list_dir) of volumes evaluated during training; 'none' disables")
+                           help="list (in --list_dir) of images/volumes evaluated during training; 'none' disables")
         group.add_argument("--val_every", type=_positive_int, default=1, help="validate every N epochs")
     else:
-        group.add_argument("--test_list", default=info["test_split"], help="list (in --list_dir) of test volumes")
+        group.add_argument("--test_list", default=info["test_split"],
+                           help="list (in --list_dir) of test images/volumes")
 
 
 def _add_model_options(parser: argparse.ArgumentParser, dataset: str, role: str) -> None:
@@ -164,9 +167,13 @@ def _add_runtime_options(parser: argparse.ArgumentParser, role: str) -> None:
     group.add_argument("--seed", type=int, default=RECIPE["seed"], help="random seed")
     group.add_argument("--batch_size", "--batch-size", dest="batch_size", type=_positive_int,
                        default=RECIPE["batch_size"] if role == "train" else TEST_BATCH_SIZE,
-                       help="slices per training batch" if role == "train" else "slices per inference batch")
+                       help="images/slices per training batch" if role == "train"
+                       else "slices per inference batch (2-D image sets: one image at a time)")
     if role == "train":
         group.add_argument("--compile", action="store_true", help="torch.compile the model")
+        group.add_argument("--grad_checkpointing", action="store_true",
+                           help="recompute encoder 1's MaxViT blocks in backward instead of storing them: less "
+                                "GPU memory (see README), one more MaxViT forward per step; same gradients")
         group = parser.add_argument_group("multi-GPU (torchrun --nproc_per_node N ...; --batch_size is the global "
                                           "batch, split equally over the N processes)")
         group.add_argument("--sync_bn", type=int, choices=(0, 1), default=1,
@@ -219,11 +226,13 @@ def build_test_parser(dataset: str) -> argparse.ArgumentParser:
     group = parser.add_argument_group("output")
     group.add_argument("--output_dir", default=None,
                        help="where metrics.csv / summary.json go (default: <checkpoint dir>/test)")
-    group.add_argument("--is_savenii", action="store_true", help="write image/prediction/label NIfTI per case")
+    group.add_argument("--is_savenii", action="store_true",
+                       help="write image/prediction/label NIfTI per case (volume data sets only)")
     group.add_argument("--test_save_dir", default=None, help="NIfTI directory (default: <output_dir>/predictions)")
     group.add_argument("--save-overlays", "--save_overlays", dest="save_overlays", type=_non_negative_int, default=0,
                        metavar="N", help="PNG overlays (ground truth | prediction) of the N slices per case with "
-                                         "the most foreground, in <output_dir>/overlays")
+                                         "the most foreground (2-D image sets: one per image when N >= 1), in "
+                                         "<output_dir>/overlays")
     _add_release_compat(parser, dataset, "test")
     return parser
 

@@ -1,8 +1,9 @@
-"""Volume-wise evaluation: one code path for the test scripts and for validation during training.
+"""Case-wise evaluation: one code path for the test scripts and for validation during training.
 
-``evaluate_model`` predicts every volume of a dataset with ``utils.inference.predict_volume`` and scores it with
-``utils.metrics.case_metrics``; ``evaluate`` (the test scripts' entry) adds checkpoint loading, the printed tables
-and the output files (metrics.csv, summary.json, optional NIfTI and PNG overlays).
+``evaluate_model`` predicts every case of a dataset and scores it with ``utils.metrics.case_metrics``. A case is
+what ``DATASET_INFO[name]['kind']`` says: a grey volume [D, H, W] (``'volume'``, ``predict_volume``) or one image
+[3, H, W] with a 2-D label (``'image'``, ``predict_image``). ``evaluate`` (the test scripts' entry) adds checkpoint
+loading, the printed tables and the output files (metrics.csv, summary.json, PNG overlays, and NIfTI for volumes).
 """
 from __future__ import annotations
 
@@ -19,10 +20,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from datasets import build_dataset
+from datasets import DATASET_INFO, build_dataset
 
-from utils.checkpoint import atomic_write_bytes, atomic_write_json, atomic_write_text, build_model_from_checkpoint
-from utils.inference import predict_volume, resolve_device
+from utils.checkpoint import (CheckpointError, atomic_write_bytes, atomic_write_json, atomic_write_text,
+                              build_model_from_checkpoint)
+from utils.inference import predict_image, predict_volume, resolve_device
 from utils.metrics import METRIC_NAMES, case_metrics, summarize
 from utils.runlog import (CreatedPaths, amp_dtype, format_table, logger, removed_on_failure, run_logging,
                           seed_everything)
@@ -35,6 +37,8 @@ NIFTI_AFFINE = np.eye(4)  # unit spacing, as the release wrote its predictions
 ARCHITECTURE_OPTIONS = ("num_classes", "scale", "img_size", "img_size_s2", "num_k", "feature_dim", "pool_size",
                         "warmup_iters")
 
+DATA_KINDS = ("volume", "image")  # DATASET_INFO[name]["kind"]
+
 CaseCallback = Callable[[str, np.ndarray, np.ndarray, np.ndarray], None]
 
 
@@ -45,22 +49,44 @@ def class_labels(class_names: Sequence[str], num_classes: int) -> list[str]:
     return [f"class_{index}" for index in range(1, num_classes)]
 
 
-def evaluate_model(model: torch.nn.Module, dataset: torch.utils.data.Dataset, *, img_size: int, num_classes: int,
-                   protocol: str = "transunet", batch_size: int = 16, device: torch.device | None = None,
-                   amp: torch.dtype | None = None, on_case: CaseCallback | None = None,
-                   desc: str = "evaluate") -> tuple[dict[str, np.ndarray], dict]:
-    """Predict and score every volume of ``dataset``.
+def data_kind(dataset: str) -> str:
+    """``DATASET_INFO[dataset]['kind']``: 'volume' or 'image'."""
+    kind = DATASET_INFO[dataset]["kind"]
+    if kind not in DATA_KINDS:
+        raise ValueError(f"data set {dataset!r}: unknown kind {kind!r} (expected one of {', '.join(DATA_KINDS)})")
+    return kind
+
+
+def check_input_channels(checkpoint: str | Path, model: torch.nn.Module, dataset: str) -> None:
+    """CheckpointError unless the model takes the data set's channel count (1 grey, 3 RGB)."""
+    expected = DATASET_INFO[dataset]["in_chans"]
+    if model.in_chans != expected:
+        raise CheckpointError(checkpoint, f"the model takes {model.in_chans}-channel images but {dataset} images "
+                                          f"have {expected} channel(s)")
+
+
+def evaluate_model(model: torch.nn.Module, dataset: torch.utils.data.Dataset, *, kind: str, img_size: int,
+                   num_classes: int, protocol: str = "transunet", batch_size: int = 16,
+                   device: torch.device | None = None, amp: torch.dtype | None = None,
+                   on_case: CaseCallback | None = None, desc: str = "evaluate") -> tuple[dict[str, np.ndarray], dict]:
+    """Predict and score every case of ``dataset``: volumes (``kind='volume'``: ``predict_volume`` in batches of
+    ``batch_size`` slices) or 2-D images (``kind='image'``: ``predict_image``, one image per forward).
 
     Returns ``(per_case, summary)``: ``per_case[case_name]`` is the ``[num_classes-1, 4]`` metric array of
-    ``case_metrics``; ``summary`` is ``utils.metrics.summarize(per_case)``. ``on_case(case, image, prediction,
-    label)`` is called after each volume (used to write NIfTI / overlays). The model's train/eval modes are kept
-    (``predict_volume`` restores them).
+    ``case_metrics`` (on the 3-D or 2-D label map); ``summary`` is ``utils.metrics.summarize(per_case)``.
+    ``on_case(case, image, prediction, label)`` is called after each case (used to write NIfTI / overlays). The
+    model's train/eval modes are kept (the predictors restore them).
     """
+    if kind not in DATA_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(DATA_KINDS)}, got {kind!r}")
     per_case: dict[str, np.ndarray] = {}
     for index in tqdm(range(len(dataset)), desc=desc, leave=False, disable=None):
         item = dataset[index]
         image, label, case = item["image"], item["label"], item["case_name"]
-        prediction = predict_volume(model, image, img_size, batch_size=batch_size, device=device, amp_dtype=amp)
+        if kind == "volume":
+            prediction = predict_volume(model, image, img_size, batch_size=batch_size, device=device, amp_dtype=amp)
+        else:
+            prediction = predict_image(model, image, img_size, device=device, amp_dtype=amp)
         per_case[case] = case_metrics(prediction, label, num_classes, protocol=protocol)
         if on_case is not None:
             on_case(case, image, prediction, label)
@@ -135,11 +161,19 @@ def gt_pred_panel(image: np.ndarray, label: np.ndarray, prediction: np.ndarray, 
 
 def save_case_overlays(directory: Path, case: str, image: np.ndarray, prediction: np.ndarray, label: np.ndarray,
                        num_classes: int, count: int, created: CreatedPaths) -> None:
-    """PNG (ground truth | prediction) of the ``count`` slices of a case with the most foreground."""
+    """PNG (ground truth | prediction) of the ``count`` slices of a volume with the most foreground:
+    ``<case>_slice<NNN>.png``."""
     volumes = [v if v.ndim == 3 else v[None] for v in (image, prediction, label)]
     for index in most_foreground_slices(volumes[2], count):
         panel = gt_pred_panel(volumes[0][index], volumes[2][index], volumes[1][index], num_classes)
         save_png(created.track(directory / f"{case}_slice{index:03d}.png"), panel)
+
+
+def save_image_overlay(directory: Path, case: str, image: np.ndarray, prediction: np.ndarray, label: np.ndarray,
+                       num_classes: int, created: CreatedPaths) -> None:
+    """PNG (ground truth | prediction) of a 2-D image case (RGB [3, H, W] shown per-channel min-max scaled):
+    ``<case>.png``."""
+    save_png(created.track(directory / f"{case}.png"), gt_pred_panel(image, label, prediction, num_classes))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -151,20 +185,32 @@ def requested_architecture(args: argparse.Namespace) -> dict:
 
 
 def build_eval_dataset(args: argparse.Namespace, split: str) -> torch.utils.data.Dataset:
-    """Volume dataset of ``split`` (a list name in --list_dir) under --volume_path."""
+    """Evaluation dataset (volumes or images) of ``split`` (a list name in --list_dir) under --volume_path."""
     return build_dataset(args.dataset, args.volume_path, args.list_dir, split, args.num_classes, seed=args.seed)
+
+
+def check_output_options(args: argparse.Namespace, kind: str) -> None:
+    """ValueError for output options that do not apply to the data kind: NIfTI is a volume format, and a 2-D
+    image has no spacing or orientation to record, so ``--is_savenii`` is refused for image data sets (rather than
+    skipped, so that a run asked for NIfTI files never ends without them unnoticed)."""
+    if args.is_savenii and kind == "image":
+        raise ValueError(f"--is_savenii writes NIfTI volumes, but {args.dataset} holds 2-D images; use "
+                         f"--save-overlays 1 for PNG overlays of the predictions")
 
 
 def evaluate(args: argparse.Namespace) -> dict:
     """Evaluate ``args.checkpoint`` on the test list; write metrics.csv / summary.json (and NIfTI / overlays).
 
-    Input errors (data, checkpoint) are raised before or during the run; files created by a failed run are removed.
-    Returns the summary record written to summary.json.
+    Input errors (options, data, checkpoint) are raised before or during the run; files created by a failed run are
+    removed. Returns the summary record written to summary.json.
     """
+    kind = data_kind(args.dataset)
+    check_output_options(args, kind)
     seed_everything(args.seed, bool(args.deterministic))
     device = resolve_device(args.device)
     dataset = build_eval_dataset(args, args.test_list)
     model, _ = build_model_from_checkpoint(args.checkpoint, requested_architecture(args), map_location="cpu")
+    check_input_channels(args.checkpoint, model, args.dataset)
     model.to(device)
     img_size = model.config["img_size"]
     labels = class_labels(args.class_names, args.num_classes)
@@ -175,12 +221,13 @@ def evaluate(args: argparse.Namespace) -> dict:
         with run_logging(created.track(output_dir / "log.txt")):
             for note in args.notes:
                 logger.info(note)
-            logger.info("evaluating %s on %d volumes of %s (%s protocol, img_size %d, device %s)", args.checkpoint,
-                        len(dataset), args.test_list, args.metrics, img_size, device)
-            on_case = _case_writer(args, output_dir, created) if args.is_savenii or args.save_overlays else None
-            per_case, summary = evaluate_model(model, dataset, img_size=img_size, num_classes=args.num_classes,
-                                               protocol=args.metrics, batch_size=args.batch_size, device=device,
-                                               amp=amp_dtype(args.amp), on_case=on_case, desc="test")
+            logger.info("evaluating %s on %d %ss of %s (%s protocol, img_size %d, device %s)", args.checkpoint,
+                        len(dataset), kind, args.test_list, args.metrics, img_size, device)
+            on_case = _case_writer(args, kind, output_dir, created) if args.is_savenii or args.save_overlays else None
+            per_case, summary = evaluate_model(model, dataset, kind=kind, img_size=img_size,
+                                               num_classes=args.num_classes, protocol=args.metrics,
+                                               batch_size=args.batch_size, device=device, amp=amp_dtype(args.amp),
+                                               on_case=on_case, desc="test")
             record = summary_record(summary, labels, args.metrics, str(args.checkpoint), len(per_case))
             atomic_write_text(created.track(output_dir / "metrics.csv"), metrics_csv_text(per_case, labels))
             atomic_write_json(created.track(output_dir / "summary.json"), record)
@@ -190,15 +237,18 @@ def evaluate(args: argparse.Namespace) -> dict:
     return record
 
 
-def _case_writer(args: argparse.Namespace, output_dir: Path, created: CreatedPaths) -> CaseCallback:
-    """Callback of ``evaluate_model`` writing the per-case NIfTI files and overlays that were asked for."""
+def _case_writer(args: argparse.Namespace, kind: str, output_dir: Path, created: CreatedPaths) -> CaseCallback:
+    """Callback of ``evaluate_model`` writing the per-case NIfTI files and overlays that were asked for (an image
+    case has one overlay, whatever N ``--save-overlays`` asks for)."""
     nifti_dir = created.mkdir(args.test_save_dir) if args.is_savenii else None
     overlay_dir = created.mkdir(output_dir / "overlays") if args.save_overlays else None
 
     def write(case: str, image: np.ndarray, prediction: np.ndarray, label: np.ndarray) -> None:
         if nifti_dir is not None:
             save_case_nifti(nifti_dir, case, image, prediction, label, created)
-        if overlay_dir is not None:
+        if overlay_dir is not None and kind == "image":
+            save_image_overlay(overlay_dir, case, image, prediction, label, args.num_classes, created)
+        elif overlay_dir is not None:
             save_case_overlays(overlay_dir, case, image, prediction, label, args.num_classes, args.save_overlays,
                                created)
 

@@ -1,4 +1,10 @@
-"""Slice-wise volume inference (as released: cubic resize in, sum of heads, argmax, nearest resize out)."""
+"""Slice-wise volume inference and single-image inference (as released: cubic resize in, sum of heads, argmax,
+nearest resize out).
+
+``predict_volume`` (grey [D, H, W] volumes) and ``predict_image`` (one [C, H, W] image, e.g. normalised RGB) both
+resize their input per channel to the network's size and hand the stack of network inputs to one shared core, so
+both data kinds go through the same batching, autocast, mode handling and label resizing.
+"""
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -9,7 +15,8 @@ import torch
 import torch.nn as nn
 from scipy.ndimage import zoom
 
-__all__ = ["predict_volume", "resolve_device"]
+__all__ = ["predict_volume", "predict_image", "resolve_device", "model_device", "eval_mode", "resize_slice",
+           "network_input", "IMAGE_ZOOM_ORDER", "LABEL_ZOOM_ORDER"]
 
 IMAGE_ZOOM_ORDER = 3  # cubic spline for the image, as released
 LABEL_ZOOM_ORDER = 0  # nearest neighbour for the predicted labels
@@ -31,13 +38,14 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def _model_device(model: nn.Module) -> torch.device:
+def model_device(model: nn.Module) -> torch.device:
+    """Device of the model's first parameter (CPU for a model without parameters)."""
     parameter = next(model.parameters(), None)
     return parameter.device if parameter is not None else torch.device("cpu")
 
 
 @contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
+def eval_mode(model: nn.Module) -> Iterator[None]:
     """Put every submodule in eval mode, then restore each one's own previous mode (mixed modes included)."""
     previous = [(module, module.training) for module in model.modules()]
     model.eval()
@@ -48,12 +56,20 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
             module.training = training
 
 
-def _resize(slice2d: np.ndarray, shape: tuple[int, int], order: int) -> np.ndarray:
+def resize_slice(slice2d: np.ndarray, shape: tuple[int, int], order: int) -> np.ndarray:
     """``scipy.ndimage.zoom`` of a 2-D array to ``shape`` (no-op when already that size, as released)."""
-    if slice2d.shape == shape:
+    if slice2d.shape == tuple(shape):
         return slice2d
     factors = (shape[0] / slice2d.shape[0], shape[1] / slice2d.shape[1])
     return zoom(slice2d, factors, order=order)
+
+
+def network_input(image: np.ndarray, img_size: int) -> np.ndarray:
+    """float32 [C, img_size, img_size]: a grey [H, W] (C = 1) or a [C, H, W] image resized channel by channel
+    (cubic), the network input of one slice or image."""
+    channels = image[None] if image.ndim == 2 else image
+    shape = (img_size, img_size)
+    return np.stack([resize_slice(channel, shape, IMAGE_ZOOM_ORDER) for channel in channels]).astype(np.float32)
 
 
 def _sum_of_heads(outputs: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
@@ -63,6 +79,48 @@ def _sum_of_heads(outputs: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Ten
     for logits in heads[1:]:
         total = total + logits.float()
     return total
+
+
+def _check_image(image: np.ndarray, ndims: tuple[int, ...], layout: str) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim not in ndims or image.size == 0:
+        raise ValueError(f"image must be a non-empty {layout} array, got shape {image.shape}")
+    if not np.issubdtype(image.dtype, np.number) or not np.all(np.isfinite(image)):
+        raise ValueError("image contains NaN/inf or non-numeric values")
+    return image
+
+
+def _positive_int(name: str, value: int) -> int:
+    if int(value) != value or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _input_device(model: nn.Module, device: torch.device | str | None) -> torch.device:
+    """Where the inputs go: the model's device; an explicit other device is an error (the model is not moved)."""
+    own = model_device(model)
+    device = own if device is None else torch.device(device)
+    if device.type == "cuda" and device.index is None and torch.cuda.is_available():
+        device = torch.device("cuda", torch.cuda.current_device())  # 'cuda' means the current CUDA device
+    if device != own:
+        raise ValueError(f"device {device} differs from the model's device {own}; move the model first")
+    return device
+
+
+def _predict_inputs(model: nn.Module, inputs: np.ndarray, out_shape: tuple[int, int], batch_size: int,
+                    device: torch.device, amp_dtype: torch.dtype | None) -> np.ndarray:
+    """The shared core: network inputs [N, C, s, s] through ``model`` in batches of ``batch_size`` (eval mode, no
+    autograd, optional autocast), argmax of the summed heads on the device, each label map resized back (nearest)
+    to ``out_shape``. Returns np.int64 [N, *out_shape]; the model's modes are restored."""
+    prediction = np.empty((len(inputs), *out_shape), dtype=np.int64)
+    with eval_mode(model), torch.inference_mode(), \
+            torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        for start in range(0, len(inputs), batch_size):
+            batch = torch.from_numpy(np.ascontiguousarray(inputs[start:start + batch_size])).to(device)
+            labels = _sum_of_heads(model(batch)).argmax(dim=1).cpu().numpy()
+            for offset, label_map in enumerate(labels):
+                prediction[start + offset] = resize_slice(label_map, out_shape, LABEL_ZOOM_ORDER)
+    return prediction
 
 
 def predict_volume(model: nn.Module, image: np.ndarray, img_size: int, batch_size: int = 16,
@@ -84,30 +142,22 @@ def predict_volume(model: nn.Module, image: np.ndarray, img_size: int, batch_siz
     Returns:
         np.int64 labels with the shape of ``image``.
     """
-    image = np.asarray(image)
-    if image.ndim not in (2, 3) or image.size == 0:
-        raise ValueError(f"image must be a non-empty 2-D [H, W] or 3-D [D, H, W] array, got shape {image.shape}")
-    if not np.issubdtype(image.dtype, np.number) or not np.all(np.isfinite(image)):
-        raise ValueError("image contains NaN/inf or non-numeric values")
-    if int(img_size) != img_size or img_size < 1 or int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"img_size and batch_size must be positive integers, got {img_size!r}, {batch_size!r}")
-    img_size, batch_size = int(img_size), int(batch_size)
-    model_device = _model_device(model)
-    device = model_device if device is None else torch.device(device)
-    if device.type == "cuda" and device.index is None and torch.cuda.is_available():
-        device = torch.device("cuda", torch.cuda.current_device())  # 'cuda' means the current CUDA device
-    if device != model_device:
-        raise ValueError(f"device {device} differs from the model's device {model_device}; move the model first")
-
+    image = _check_image(image, (2, 3), "2-D [H, W] or 3-D [D, H, W]")
+    img_size, batch_size = _positive_int("img_size", img_size), _positive_int("batch_size", batch_size)
+    device = _input_device(model, device)
     slices = image[None] if image.ndim == 2 else image
-    out_shape, net_shape = slices.shape[1:], (img_size, img_size)
-    prediction = np.empty(slices.shape, dtype=np.int64)
-    with _eval_mode(model), torch.inference_mode(), \
-            torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-        for start in range(0, len(slices), batch_size):
-            batch = np.stack([_resize(s, net_shape, IMAGE_ZOOM_ORDER) for s in slices[start:start + batch_size]])
-            inputs = torch.from_numpy(batch.astype(np.float32, copy=False)).unsqueeze(1).to(device)
-            labels = _sum_of_heads(model(inputs)).argmax(dim=1).cpu().numpy()
-            for offset, label_slice in enumerate(labels):
-                prediction[start + offset] = _resize(label_slice, out_shape, LABEL_ZOOM_ORDER)
-    return prediction.reshape(image.shape)
+    inputs = np.stack([network_input(one, img_size) for one in slices])
+    return _predict_inputs(model, inputs, slices.shape[1:], batch_size, device, amp_dtype).reshape(image.shape)
+
+
+def predict_image(model: nn.Module, image: np.ndarray, img_size: int, device: torch.device | str | None = None,
+                  amp_dtype: torch.dtype | None = None) -> np.ndarray:
+    """Label map [H, W] (np.int64) of one image [C, H, W] (RGB data sets: float32 [3, H, W], normalised as their
+    evaluation items are), through the same core as :func:`predict_volume`: each channel resized to
+    ``img_size`` x ``img_size`` (cubic), sum of the heads, argmax, nearest resize back to H x W. ``model`` takes
+    [B, C, img_size, img_size]; ``device`` and ``amp_dtype`` as in :func:`predict_volume`."""
+    image = _check_image(image, (3,), "3-D [C, H, W]")
+    img_size = _positive_int("img_size", img_size)
+    device = _input_device(model, device)
+    inputs = network_input(image, img_size)[None]
+    return _predict_inputs(model, inputs, image.shape[1:], 1, device, amp_dtype)[0]

@@ -27,8 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from datasets import DATASET_INFO, build_dataset
-from datasets.augment import RandomGenerator
+from datasets import DATASET_INFO, build_dataset, build_train_transform
 from datasets.common import DataError
 from networks import SimMPNet, model_summary
 from networks.wld import next_memory_k
@@ -37,7 +36,7 @@ from utils.checkpoint import (CheckpointError, atomic_write_json, capture_rng_st
 from utils.distributed import (GlobalBatchSampler, average_batchnorm_statistics, check_replicas_identical,
                                convert_to_global_batchnorm, gather_objects, mean_over_ranks, setup_distributed,
                                teardown_distributed, wrap_data_parallel)
-from utils.evaluator import build_eval_dataset, evaluate_model, gt_pred_panel
+from utils.evaluator import build_eval_dataset, data_kind, evaluate_model, gt_pred_panel
 from utils.losses import MultiHeadLoss
 from utils.metrics import summarize
 from utils.runlog import (CreatedPaths, CsvLog, TensorBoard, amp_dtype, logger, removed_on_failure, run_logging,
@@ -70,17 +69,17 @@ class TrainState:
 # ----------------------------------------------------------------------------------------------------------------
 def build_model(args: argparse.Namespace) -> nn.Module:
     """SimMPNet from the command line (``--pretrained none`` -> random init without file access)."""
-    return SimMPNet(num_classes=args.num_classes, in_chans=DATASET_INFO[args.dataset].get("in_chans", 1),
+    return SimMPNet(num_classes=args.num_classes, in_chans=DATASET_INFO[args.dataset]["in_chans"],
                     img_size=args.img_size, img_size_s2=args.img_size_s2,
                     scale=args.scale, num_k=args.num_k, feature_dim=args.feature_dim, pretrained=args.pretrained,
                     warmup_iters=args.warmup_iters, pool_size=args.pool_size)
 
 
 def build_train_dataset(args: argparse.Namespace) -> torch.utils.data.Dataset:
-    """Augmented 2-D training slices of the data set's train split."""
+    """Augmented 2-D training slices (grey sets) or images (RGB sets) of the data set's train split."""
     return build_dataset(args.dataset, args.root_path, args.list_dir, DATASET_INFO[args.dataset]["train_split"],
-                         args.num_classes, transform=RandomGenerator(output_size=(args.img_size, args.img_size)),
-                         seed=args.seed)
+                         args.num_classes, seed=args.seed,
+                         transform=build_train_transform(args.dataset, (args.img_size, args.img_size)))
 
 
 def has_batchnorm(model: nn.Module) -> bool:
@@ -178,8 +177,10 @@ def autocast_context(device: torch.device, dtype: torch.dtype | None) -> context
 
 
 def preview_panel(image: torch.Tensor, label: torch.Tensor, logits: torch.Tensor, num_classes: int) -> np.ndarray:
-    """uint8 RGB (ground truth | prediction) of one training slice: image [1,H,W], label [H,W], logits [C,H,W]."""
-    return gt_pred_panel(image[0].float().cpu().numpy(), label.cpu().numpy(), logits.argmax(0).cpu().numpy(),
+    """uint8 RGB (ground truth | prediction) of one training item: image [1,H,W] (grey) or [3,H,W] (RGB), label
+    [H,W], logits [C,H,W]."""
+    shown = image[0] if image.shape[0] == 1 else image
+    return gt_pred_panel(shown.float().cpu().numpy(), label.cpu().numpy(), logits.argmax(0).cpu().numpy(),
                          num_classes)
 
 
@@ -208,6 +209,7 @@ class Trainer:
         if args.select_best_on_test:
             self.test_set = build_eval_dataset(args, DATASET_INFO[args.dataset]["test_split"])
         self.model = self.create_model()
+        self.model.set_grad_checkpointing(args.grad_checkpointing)
         self.global_batchnorm = self.context.enabled and bool(args.sync_bn)
         if self.global_batchnorm:
             convert_to_global_batchnorm(self.model)
@@ -334,8 +336,9 @@ class Trainer:
         TensorBoard and the log. Every rank returns the same summary."""
         world, rank = self.context.world_size, self.context.rank
         share = torch.utils.data.Subset(dataset, range(rank, len(dataset), world)) if world > 1 else dataset
-        per_case, _ = evaluate_model(self.model, share, img_size=self.args.img_size,
-                                     num_classes=self.args.num_classes, batch_size=self.args.batch_size,
+        per_case, _ = evaluate_model(self.model, share, kind=data_kind(self.args.dataset),
+                                     img_size=self.args.img_size, num_classes=self.args.num_classes,
+                                     batch_size=self.args.batch_size,
                                      device=self.device, amp=self.amp, desc=tag)
         summary = summarize({case: metrics for part in gather_objects(per_case) for case, metrics in part.items()})
         self.tb.scalar(f"{tag}/mean_dice", summary["mean_dice"], epoch + 1)
