@@ -212,6 +212,9 @@ class DMWLA(nn.Module):
         return attention(theta, columns, columns, allowed)
 
     # ----- warm-up ----------------------------------------------------------------------------------------------
+    # Warm-up sampling and k-means run eagerly under torch.compile: they seed generators and loop on data-dependent
+    # conditions, and they run only during the first warmup_iters steps.
+    @torch.compiler.disable
     @torch.no_grad()
     def _sample_into_pool(self, phi: torch.Tensor) -> None:
         """Write a growing share of randomly sampled phi tokens into random columns (as released).
@@ -222,7 +225,8 @@ class DMWLA(nn.Module):
         batch, tokens, dim = phi.shape
         total = self.pool.shape[1]
         generator = torch.Generator(device=phi.device)
-        generator.manual_seed(int(np.random.SeedSequence([self._sampling_seed, self._warmup_step]).generate_state(1)[0]))
+        seed = np.random.SeedSequence([self._sampling_seed, self._warmup_step]).generate_state(1)[0]
+        generator.manual_seed(int(seed))
         global_batch = batch * collectives.world_size()
         per_image = max(total // global_batch, 1)
         positions = torch.randint(tokens, (global_batch, per_image), generator=generator, device=phi.device)
@@ -241,6 +245,7 @@ class DMWLA(nn.Module):
         if self._warmup_step == self.warmup_iters:
             self.finish_warmup()
 
+    @torch.compiler.disable
     @torch.no_grad()
     def finish_warmup(self, seed: int = 0) -> None:
         """Structure the bank with k-means; called after the last warm-up forward."""

@@ -20,8 +20,9 @@ class SimMPNet(nn.Module):
     """forward(x [B, in_chans, H, W]) -> tuple of 4 logits [B, num_classes, img_size, img_size], deepest head first.
 
     in_chans 1 (CT/MRI): a learned 1x1 convolution + BatchNorm + ReLU maps the grey image to the backbone's three
-    channels, as released; in_chans 3 (dermoscopy, microscopy): the RGB image goes in directly. At test time the four outputs are summed. `pretrained`: None loads pretrained_pth/maxvit/<released file> when
-    present (else warns once), False starts from random weights, a path loads that file.
+    channels, as released; in_chans 3 (dermoscopy, microscopy): the RGB image goes in directly. At test time the four
+    outputs are summed. `pretrained`: None loads pretrained_pth/maxvit/<released file> when present (else warns
+    once), False starts from random weights, a path loads that file.
     """
 
     def __init__(self, num_classes: int = 9, img_size: int = 256, img_size_s2: int = 224, scale: str = "small",
@@ -36,9 +37,9 @@ class SimMPNet(nn.Module):
             raise ValueError(f"in_chans must be 1 (grey) or {IMAGE_CHANNELS} (RGB), got {in_chans}")
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2 (background included), got {num_classes}")
-        self.config = dict(num_classes=num_classes, in_chans=in_chans, img_size=img_size, img_size_s2=img_size_s2, scale=scale,
-                           num_k=num_k, feature_dim=feature_dim, warmup_iters=warmup_iters, pool_size=pool_size,
-                           decoder_num_k=decoder_num_k, decoder_feature_dim=decoder_feature_dim)
+        self.config = dict(num_classes=num_classes, in_chans=in_chans, img_size=img_size, img_size_s2=img_size_s2,
+                           scale=scale, num_k=num_k, feature_dim=feature_dim, warmup_iters=warmup_iters,
+                           pool_size=pool_size, decoder_num_k=decoder_num_k, decoder_feature_dim=decoder_feature_dim)
         self.num_classes, self.in_chans, self.img_size, self.img_size_s2 = num_classes, in_chans, img_size, img_size_s2
 
         self.gray_to_rgb = None

@@ -332,6 +332,22 @@ def test_grad_checkpointing_gives_the_same_step_and_batchnorm_statistics():
     assert bytes_saved_for_backward(checkpointed) < 0.5 * bytes_saved_for_backward(plain)
 
 
+def test_memory_phase_and_dsgim_trace_as_single_graphs():
+    """torch.compile sees one graph per forward in the memory phase (training with W-LD update, and evaluation) and in
+    DS-GIM: no host round trip (.item(), data-dependent shapes) breaks the hot path."""
+    torch.manual_seed(0)
+    layer = DMWLA(8, 3, 16, pool_size=8, warmup_iters=1).train()
+    x = torch.randn(2, 8, 8, 8)
+    warmup = torch._dynamo.explain(layer)(x)  # warm-up sampling + k-means run eagerly (compiler.disable)
+    assert not layer.in_warmup and warmup.graph_count >= 1
+    for mode in ("train", "eval"):
+        getattr(layer, mode)()
+        explanation = torch._dynamo.explain(layer)(x)
+        assert (explanation.graph_count, explanation.graph_break_count) == (1, 0), explanation.break_reasons
+    explanation = torch._dynamo.explain(DSGIM(8).train())(x, dsgim_decay(0))
+    assert (explanation.graph_count, explanation.graph_break_count) == (1, 0), explanation.break_reasons
+
+
 def test_set_memory_k_reaches_every_layer_and_state_dict_restores_it():
     model = SimMPNet(**TINY)
     model.set_memory_k(3)
