@@ -23,8 +23,10 @@ def attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
     [B, Nq, Nk] that is True where a key takes part in a query's softmax. On CUDA this runs the fused kernels and never
     stores the Nq x Nk matrix.
     """
-    key = key.to(query.dtype)
-    value = value.to(query.dtype)
+    # Fused kernels need unit stride along features; tokens taken from a feature map are transposed views.
+    query = query.contiguous()
+    key = key.to(query.dtype).contiguous()
+    value = value.to(query.dtype).contiguous()
     mask = None if allowed is None else allowed.unsqueeze(1)
     out = F.scaled_dot_product_attention(query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1),
                                          attn_mask=mask, scale=1.0)

@@ -332,6 +332,26 @@ def test_grad_checkpointing_gives_the_same_step_and_batchnorm_statistics():
     assert bytes_saved_for_backward(checkpointed) < 0.5 * bytes_saved_for_backward(plain)
 
 
+@pytest.mark.parametrize("phase", ["warm-up", "memory"])
+def test_dmwla_stores_no_token_by_token_matrix_for_backward(phase):
+    """The global and intra-cluster attention run as fused kernels: nothing of size N x N (N = H*W tokens) is kept."""
+    torch.manual_seed(0)
+    layer = DMWLA(8, 3, 16, pool_size=8, warmup_iters=1 if phase == "memory" else 2).train()
+    x = torch.randn(2, 8, 32, 32)
+    if phase == "memory":
+        layer(x)
+    largest = []
+
+    def pack(tensor):
+        largest.append(tensor.numel())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        layer(x)
+    tokens = 32 * 32
+    assert largest and max(largest) < 2 * tokens * tokens // 8
+
+
 def test_memory_phase_and_dsgim_trace_as_single_graphs():
     """torch.compile sees one graph per forward in the memory phase (training with W-LD update, and evaluation) and in
     DS-GIM: no host round trip (.item(), data-dependent shapes) breaks the hot path."""
