@@ -205,17 +205,20 @@ def independent_clusters(model: torch.nn.Module, layer_index: int, images: torch
 def test_cluster_maps_match_the_layer_assignment(run, tmp_path):
     chosen = 2
     foreground = most_foreground_slice(run["labels"])
-    out = plots.write_cluster_maps(run["checkpoint"], "synapse", [f"{run['case']}:{chosen}", run["case"]],
-                                   layer=LAYER, out=tmp_path / "clusters.png", device="cpu", **run["data"])
-    figure = read_png(out)
     model, _ = build_model_from_checkpoint(run["checkpoint"], {}, map_location="cpu")
-    num_k = model.memory_layers()[LAYER].num_k
+    slices = run["volume"][[chosen, foreground]]  # phantom slices are already at the model's input size
+    # the first layer that uses more than one cluster on these slices: with one, the colour check would prove little
+    layer, clusters = next(((index, assigned) for index in range(len(model.memory_layers()))
+                            if len(np.unique(assigned := independent_clusters(
+                                model, index, torch.from_numpy(slices[:, None]).float()))) > 1), (None, None))
+    assert layer is not None, "every DMW-LA layer puts these slices in one cluster"
+    out = plots.write_cluster_maps(run["checkpoint"], "synapse", [f"{run['case']}:{chosen}", run["case"]],
+                                   layer=layer, out=tmp_path / "clusters.png", device="cpu", **run["data"])
+    figure = read_png(out)
+    num_k = model.memory_layers()[layer].num_k
     assert figure.shape[:2] == grid_size(rows=2, columns=2 + num_k, panel=SIZE, legend_entries=num_k)
     assert_not_blank(figure)
 
-    slices = run["volume"][[chosen, foreground]]  # phantom slices are already at the model's input size
-    clusters = independent_clusters(model, LAYER, torch.from_numpy(slices[:, None]).float())
-    assert len(np.unique(clusters)) > 1, "one cluster only: the colour check would prove little"
     colours = class_colours(num_k + 1)[1:]
     for row, (image, pixels) in enumerate(zip(slices, clusters)):
         shown = np.repeat(grey(image)[..., None], 3, axis=-1)
