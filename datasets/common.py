@@ -7,6 +7,7 @@ raises :class:`DataError` naming the file and the problem.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import tempfile
 import zipfile
@@ -219,6 +220,40 @@ def write_list(path: str | os.PathLike, entries: Iterable[str]) -> None:
     text = "".join(f"{entry}\n" for entry in entries)
     with atomic_path(path) as tmp_path, open(tmp_path, "w", encoding="utf-8") as handle:
         handle.write(text)
+
+
+def split_in_blocks(items: Sequence[Any], fractions: Sequence[float], splits: Sequence[str], seed: int | None,
+                    what: str = "items") -> dict[str, list[Any]]:
+    """Contiguous blocks of the sorted ``items``, one per split, each returned sorted.
+
+    Sizes: every split after the first gets round(fraction * N) items, at least 1; the first split gets the rest.
+    ``seed=None`` keeps the sorted order; ``seed=N`` permutes the sorted items with ``np.random.default_rng(N)`` first.
+    Raises ValueError (naming ``what``) for bad fractions, repeated items, or too few items.
+    """
+    if len(fractions) != len(splits) or any(f < 0 for f in fractions) or not np.isclose(sum(fractions), 1.0):
+        raise ValueError(f"fractions must be {len(splits)} non-negative numbers summing to 1, got {list(fractions)}")
+    ordered = sorted(items)
+    count = len(ordered)
+    if len(set(ordered)) != count:
+        raise ValueError(f"{what} must be unique")
+    if count < len(splits):
+        raise ValueError(f"need at least {len(splits)} {what} to split, got {count}")
+    sizes = [max(1, round(fraction * count)) for fraction in fractions[1:]]
+    first = count - sum(sizes)
+    if first < 1:
+        raise ValueError(f"{count} {what} leave none for {splits[0]} with fractions {list(fractions)}")
+    if seed is not None:
+        ordered = [ordered[i] for i in np.random.default_rng(seed).permutation(count)]
+    bounds = np.cumsum([0, first, *sizes])
+    return {split: sorted(ordered[bounds[i]:bounds[i + 1]]) for i, split in enumerate(splits)}
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def minmax_normalize(volume: np.ndarray) -> np.ndarray:

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .acdc import ACDC_NUM_CLASSES, ACDC_PHASES, ACDC_SPLITS, acdc_case_name, write_acdc_case
-from .common import DataError, load_nifti_pair, minmax_normalize, write_list
+from .common import DataError, load_nifti_pair, minmax_normalize, split_in_blocks, write_list
 
 SPLIT_FRACTIONS = (0.7, 0.1, 0.2)
 PATIENT_PATTERN = re.compile(r"^patient(\d+)$")
@@ -88,20 +88,8 @@ def load_phase(patient_dir: str, frame: int) -> tuple[np.ndarray, np.ndarray]:
 def split_patients(
     numbers: Sequence[int], fractions: Sequence[float] = SPLIT_FRACTIONS, seed: int = 1234
 ) -> dict[str, list[int]]:
-    """Seeded train/valid/test split; every split gets at least one patient when possible."""
-    if len(fractions) != len(ACDC_SPLITS) or any(f < 0 for f in fractions) or not np.isclose(sum(fractions), 1.0):
-        raise ValueError(f"fractions must be 3 non-negative numbers summing to 1, got {fractions}")
-    count = len(numbers)
-    if count < len(ACDC_SPLITS):
-        raise ValueError(f"need at least {len(ACDC_SPLITS)} patients to split, got {count}")
-    n_valid = max(1, round(fractions[1] * count))
-    n_test = max(1, round(fractions[2] * count))
-    n_train = count - n_valid - n_test
-    if n_train < 1:
-        raise ValueError(f"{count} patients leave no training patient with fractions {fractions}")
-    order = [numbers[i] for i in np.random.default_rng(seed).permutation(count)]
-    bounds = np.cumsum([0, n_train, n_valid, n_test])
-    return {split: sorted(order[bounds[i]:bounds[i + 1]]) for i, split in enumerate(ACDC_SPLITS)}
+    """Seeded train/valid/test split of patient numbers; every split gets at least one patient."""
+    return split_in_blocks(numbers, fractions, ACDC_SPLITS, seed, what="patients")
 
 
 def prepare_acdc(

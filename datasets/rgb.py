@@ -25,13 +25,14 @@ from PIL import Image, UnidentifiedImageError
 
 from .augment_rgb import normalize_image
 from .common import (
-    NPZ_SUFFIX, DataError, ListedSegmentationDataset, check_labels, read_npz, save_npz, write_list,
+    NPZ_SUFFIX, DataError, ListedSegmentationDataset, check_labels, positive_int, read_npz, save_npz,
+    split_in_blocks, write_list,
 )
 
 __all__ = [
     "RGB_SPLITS", "RGB_CHANNELS", "validate_rgb_pair", "load_rgb_pair", "RGBSegmentationDataset",
     "read_rgb_image", "read_mask_image", "resize_image", "resize_label", "split_names",
-    "write_rgb_item", "write_split_lists", "entry_name", "positive_int", "add_preparation_arguments",
+    "write_rgb_item", "write_split_lists", "entry_name", "add_preparation_arguments",
     "run_preparation",
 ]
 
@@ -161,27 +162,10 @@ def resize_label(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def split_names(
     names: Sequence[str], fractions: Sequence[float], seed: int | None = None
 ) -> dict[str, list[str]]:
-    """Contiguous train/val/test blocks of ``names`` in sorted order, or after a seeded permutation.
-
-    Sizes: val = round(f_val * N), test = round(f_test * N) (at least 1 each), train = the rest.
-    ``seed=None`` keeps the sorted order (the reference scripts slice their file listing);
-    ``seed=N`` permutes the sorted names with ``np.random.default_rng(N)``. Each block is returned sorted.
-    """
-    if len(fractions) != len(RGB_SPLITS) or any(f < 0 for f in fractions) or not np.isclose(sum(fractions), 1.0):
-        raise ValueError(f"fractions must be 3 non-negative numbers summing to 1, got {list(fractions)}")
-    ordered = sorted(names)
-    count = len(ordered)
-    if len(set(ordered)) != count:
-        raise ValueError("names must be unique")
-    n_val = max(1, round(fractions[1] * count))
-    n_test = max(1, round(fractions[2] * count))
-    n_train = count - n_val - n_test
-    if n_train < 1:
-        raise ValueError(f"{count} items leave no training item with fractions {list(fractions)}")
-    if seed is not None:
-        ordered = [ordered[i] for i in np.random.default_rng(seed).permutation(count)]
-    bounds = np.cumsum([0, n_train, n_val, n_test])
-    return {split: sorted(ordered[bounds[i]:bounds[i + 1]]) for i, split in enumerate(RGB_SPLITS)}
+    """Train/val/test blocks of ``names`` (:func:`datasets.common.split_in_blocks`): val = round(f_val * N),
+    test = round(f_test * N) (at least 1 each), train = the rest. ``seed=None`` keeps the sorted order (the
+    reference scripts slice their file listing); ``seed=N`` permutes the sorted names first."""
+    return split_in_blocks(names, fractions, RGB_SPLITS, seed, what="names")
 
 
 def write_rgb_item(root: str | os.PathLike, name: str, image: np.ndarray, label: np.ndarray) -> str:
@@ -200,14 +184,6 @@ def write_split_lists(list_dir: str | os.PathLike, entries: Mapping[str, Sequenc
 
 
 # ----------------------------------------------------------------------------- preparation CLIs
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def add_preparation_arguments(
     parser: argparse.ArgumentParser, src_help: str, out: str, out_help: str, list_dir: str, size: int
 ) -> None:

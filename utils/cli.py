@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from datasets import DATASET_INFO
-from datasets.common import DataError
+from datasets.common import DataError, positive_int
 from networks import dataset_constants
 from utils.checkpoint import CheckpointError
 
@@ -59,13 +59,6 @@ def default_run_dir(dataset: str, scale: str, img_size: int) -> str:
 def _optional_path(text: str) -> str | None:
     """argparse type: 'none' (any case) -> None, anything else unchanged."""
     return None if text.strip().lower() in NONE_WORDS else text
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def _non_negative_int(text: str) -> int:
@@ -120,14 +113,14 @@ def _add_data_options(parser: argparse.ArgumentParser, dataset: str, role: str) 
     group.add_argument("--volume_path", default=info["volume_path"],
                        help="directory of the test/validation images/volumes")
     group.add_argument("--list_dir", default=info["list_dir"], help="directory of the list files")
-    group.add_argument("--num_classes", type=_positive_int, default=constants["num_classes"],
+    group.add_argument("--num_classes", type=positive_int, default=constants["num_classes"],
                        help="classes including background")
     if role == "train":
         group.add_argument("--num_workers", type=_non_negative_int, default=min(4, os.cpu_count() or 1),
                            help="DataLoader worker processes (0: load in the main process)")
         group.add_argument("--val_list", type=_optional_path, default=DATASET_INFO[dataset]["val_split"],
                            help="list (in --list_dir) of images/volumes evaluated during training; 'none' disables")
-        group.add_argument("--val_every", type=_positive_int, default=1, help="validate every N epochs")
+        group.add_argument("--val_every", type=positive_int, default=1, help="validate every N epochs")
     else:
         group.add_argument("--test_list", default=info["test_split"],
                            help="list (in --list_dir) of test images/volumes")
@@ -141,15 +134,15 @@ def _add_model_options(parser: argparse.ArgumentParser, dataset: str, role: str)
     group = parser.add_argument_group("model")
     group.add_argument("--scale", choices=SCALES, default="small" if train else None,
                        help="MaxViT/DMW-LA size" + ("" if train else f" ({from_ckpt})"))
-    group.add_argument("--img_size", type=_positive_int, default=RECIPE["img_size"] if train else None,
+    group.add_argument("--img_size", type=positive_int, default=RECIPE["img_size"] if train else None,
                        help="input size of the network (multiple of 32)" + ("" if train else f" ({from_ckpt})"))
-    group.add_argument("--img_size_s2", type=_positive_int, default=RECIPE["img_size_s2"] if train else None,
+    group.add_argument("--img_size_s2", type=positive_int, default=RECIPE["img_size_s2"] if train else None,
                        help="input size of the second encoder (multiple of 32)")
-    group.add_argument("--num_k", type=_positive_int, default=constants["num_k"] if train else None,
+    group.add_argument("--num_k", type=positive_int, default=constants["num_k"] if train else None,
                        help="memory clusters per DMW-LA layer")
-    group.add_argument("--feature_dim", type=_positive_int, default=constants["feature_dim"] if train else None,
+    group.add_argument("--feature_dim", type=positive_int, default=constants["feature_dim"] if train else None,
                        help="memory feature dimension")
-    group.add_argument("--pool_size", type=_positive_int, default=RECIPE["pool_size"] if train else None,
+    group.add_argument("--pool_size", type=positive_int, default=RECIPE["pool_size"] if train else None,
                        help="memory columns per cluster (M)")
     group.add_argument("--warmup_iters", type=_non_negative_int, default=RECIPE["warmup_iters"] if train else None,
                        help="training forwards that fill the memory bank before it is clustered")
@@ -165,7 +158,7 @@ def _add_runtime_options(parser: argparse.ArgumentParser, role: str) -> None:
     group.add_argument("--amp", choices=AMP_MODES, default="none",
                        help="mixed precision: bf16, or fp16 (with gradient scaling when training)")
     group.add_argument("--seed", type=int, default=RECIPE["seed"], help="random seed")
-    group.add_argument("--batch_size", "--batch-size", dest="batch_size", type=_positive_int,
+    group.add_argument("--batch_size", "--batch-size", dest="batch_size", type=positive_int,
                        default=RECIPE["batch_size"] if role == "train" else TEST_BATCH_SIZE,
                        help="images/slices per training batch" if role == "train"
                        else "slices per inference batch (2-D image sets: one image at a time)")
@@ -193,8 +186,8 @@ def build_train_parser(dataset: str) -> argparse.ArgumentParser:
     _add_model_options(parser, dataset, "train")
     group = parser.add_argument_group("optimisation")
     group.add_argument("--base_lr", type=float, default=RECIPE["base_lr"], help="AdamW learning rate (constant)")
-    group.add_argument("--max_epochs", type=_positive_int, default=RECIPE["max_epochs"], help="training epochs")
-    group.add_argument("--max_steps", type=_positive_int, default=None,
+    group.add_argument("--max_epochs", type=positive_int, default=RECIPE["max_epochs"], help="training epochs")
+    group.add_argument("--max_steps", type=positive_int, default=None,
                        help="stop after this many optimizer steps (smoke tests)")
     group.add_argument("--wld_start_epoch", type=_non_negative_int, default=RECIPE["wld_start_epoch"],
                        help="first epoch of W-LD's adaptive memory K")
