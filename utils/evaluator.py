@@ -51,10 +51,18 @@ def class_labels(class_names: Sequence[str], num_classes: int) -> list[str]:
 
 def data_kind(dataset: str) -> str:
     """``DATASET_INFO[dataset]['kind']``: 'volume' or 'image'."""
-    kind = DATASET_INFO[dataset]["kind"]
+    return DATASET_INFO[dataset]["kind"]
+
+
+def predict_case(model: torch.nn.Module, image: np.ndarray, *, kind: str, img_size: int, batch_size: int = 16,
+                 device: torch.device | None = None, amp: torch.dtype | None = None) -> np.ndarray:
+    """Labels of one case: a volume [D, H, W] or slice [H, W] (``kind='volume'``: ``predict_volume`` in batches of
+    ``batch_size`` slices) or an image [C, H, W] (``kind='image'``: ``predict_image``)."""
     if kind not in DATA_KINDS:
-        raise ValueError(f"data set {dataset!r}: unknown kind {kind!r} (expected one of {', '.join(DATA_KINDS)})")
-    return kind
+        raise ValueError(f"kind must be one of {', '.join(DATA_KINDS)}, got {kind!r}")
+    if kind == "volume":
+        return predict_volume(model, image, img_size, batch_size=batch_size, device=device, amp_dtype=amp)
+    return predict_image(model, image, img_size, device=device, amp_dtype=amp)
 
 
 def check_input_channels(checkpoint: str | Path, model: torch.nn.Module, dataset: str) -> None:
@@ -77,16 +85,14 @@ def evaluate_model(model: torch.nn.Module, dataset: torch.utils.data.Dataset, *,
     ``on_case(case, image, prediction, label)`` is called after each case (used to write NIfTI / overlays). The
     model's train/eval modes are kept (the predictors restore them).
     """
-    if kind not in DATA_KINDS:
+    if kind not in DATA_KINDS:  # before the first case is loaded
         raise ValueError(f"kind must be one of {', '.join(DATA_KINDS)}, got {kind!r}")
     per_case: dict[str, np.ndarray] = {}
     for index in tqdm(range(len(dataset)), desc=desc, leave=False, disable=None):
         item = dataset[index]
         image, label, case = item["image"], item["label"], item["case_name"]
-        if kind == "volume":
-            prediction = predict_volume(model, image, img_size, batch_size=batch_size, device=device, amp_dtype=amp)
-        else:
-            prediction = predict_image(model, image, img_size, device=device, amp_dtype=amp)
+        prediction = predict_case(model, image, kind=kind, img_size=img_size, batch_size=batch_size, device=device,
+                                  amp=amp)
         per_case[case] = case_metrics(prediction, label, num_classes, protocol=protocol)
         if on_case is not None:
             on_case(case, image, prediction, label)
@@ -246,9 +252,11 @@ def _case_writer(args: argparse.Namespace, kind: str, output_dir: Path, created:
     def write(case: str, image: np.ndarray, prediction: np.ndarray, label: np.ndarray) -> None:
         if nifti_dir is not None:
             save_case_nifti(nifti_dir, case, image, prediction, label, created)
-        if overlay_dir is not None and kind == "image":
+        if overlay_dir is None:
+            return
+        if kind == "image":
             save_image_overlay(overlay_dir, case, image, prediction, label, args.num_classes, created)
-        elif overlay_dir is not None:
+        else:
             save_case_overlays(overlay_dir, case, image, prediction, label, args.num_classes, args.save_overlays,
                                created)
 

@@ -159,6 +159,8 @@ def case_metrics(pred: np.ndarray, gt: np.ndarray, num_classes: int, protocol: s
     if pred.shape != gt.shape:
         raise ValueError(f"pred and gt shapes differ: {pred.shape} vs {gt.shape}")
     spacing = _check_spacing(spacing, pred.ndim)
+    if workers is not None and (int(workers) != workers or workers < 1):
+        raise ValueError(f"workers must be a positive integer or None, got {workers!r}")
 
     # One pass per map finds every class's bounding box (None for an absent class).
     pred_boxes = ndimage.find_objects(pred, max_label=num_classes - 1)
@@ -175,12 +177,10 @@ def case_metrics(pred: np.ndarray, gt: np.ndarray, num_classes: int, protocol: s
         label = index + 1
         return _overlap_and_surface_metrics(pred[box] == label, gt[box] == label, spacing, surface)
 
-    if workers is not None and (int(workers) != workers or workers < 1):
-        raise ValueError(f"workers must be a positive integer or None, got {workers!r}")
     workers = min(default_workers() if workers is None else int(workers), len(present))
     if workers > 1:
         with ThreadPoolExecutor(workers) as pool:
-            scored = list(pool.map(lambda task: score(*task), present))
+            scored = list(pool.map(score, *zip(*present)))
     else:
         scored = [score(*task) for task in present]
     for (index, _), row in zip(present, scored):

@@ -29,8 +29,8 @@ from datasets import DATASET_INFO, build_dataset
 from datasets.common import DataError
 from networks.attention import to_tokens
 from utils.checkpoint import atomic_write_bytes, build_model_from_checkpoint
-from utils.evaluator import check_input_channels, class_labels, most_foreground_slices
-from utils.inference import eval_mode, model_device, network_input, predict_image, predict_volume, resolve_device
+from utils.evaluator import check_input_channels, class_labels, data_kind, most_foreground_slices, predict_case
+from utils.inference import eval_mode, model_device, network_input, resolve_device
 from utils.trainer import EPOCH_LOG_COLUMNS, STEP_LOG_COLUMNS
 from utils.visual import (PANEL_GAP, WHITE, class_colours, display_rgb, image_grid, legend, overlay, save_png,
                           side_by_side, text_strip)
@@ -489,13 +489,6 @@ def write_cluster_maps(checkpoint: str | Path, dataset: str, cases: Sequence[str
     return path
 
 
-def _predict(model: torch.nn.Module, image: np.ndarray) -> np.ndarray:
-    """Labels of a grey slice [H, W] (``predict_volume``) or an RGB image [3, H, W] (``predict_image``)."""
-    if image.ndim == 2:
-        return predict_volume(model, image, model.img_size)
-    return predict_image(model, image, model.img_size)
-
-
 def write_prediction_overlays(checkpoint: str | Path, dataset: str, cases: Sequence[str] = (),
                               out: str | Path | None = None, volume_path: str | None = None,
                               list_dir: str | None = None, split: str | None = None, device: str = "auto") -> Path:
@@ -503,7 +496,8 @@ def write_prediction_overlays(checkpoint: str | Path, dataset: str, cases: Seque
     ``<checkpoint dir>/figures/predictions.png`` unless ``out``."""
     model = _load_model(checkpoint, dataset, device)
     items = load_figure_items(dataset, cases, model.num_classes, volume_path, list_dir, split)
-    predictions = [_predict(model, item.image) for item in items]
+    kind = data_kind(dataset)
+    predictions = [predict_case(model, item.image, kind=kind, img_size=model.img_size) for item in items]
     names = class_labels(DATASET_INFO[dataset]["class_names"], model.num_classes)
     figure = prediction_grid(items, predictions, names, f"{dataset} {split or DATASET_INFO[dataset]['test_split']}: "
                                                         f"ground truth and prediction of {checkpoint}")
