@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 from networks import DMWLA, SimMPNet, dataset_constants  # noqa: E402
 from tests.reference import use_reference_impl  # noqa: E402
 from utils.inference import resolve_device  # noqa: E402
+from utils.trainer import make_optimizer  # noqa: E402
 
 IMPLS = ("fast", "reference")
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -111,7 +112,7 @@ def both_implementations(fast: torch.nn.Module, impls) -> dict:
 
 def steps_for(module, loss_of, forward_of, args, device):
     amp = AMP_DTYPES[args.amp]
-    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-4, weight_decay=1e-4)
+    optimizer = make_optimizer(module.parameters(), lr=1e-4)  # the trainer's
     scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
 
     def train_step():

@@ -11,6 +11,11 @@ vector per cluster. Life cycle of one layer:
    most salient tokens assigned to the cluster (tokens of the frozen momentum copy `phi_ema`); the prototypes become
    the cluster means; phi_ema follows phi with momentum. K is set from outside (see `networks.wld`).
 
+Channel space: theta_i . phi_j = x_i^T (W_theta^T W_phi) x_j, theta_i . p = x_i^T (W_theta^T p) and out(sum a_j g_j) =
+sum a_j (W_out W_g x_j), so when in_channels < feature_dim (encoder 2's first stages) both attention terms run on
+in_channels-wide tokens with merged 1x1 weights: the same function and gradients with in_channels / feature_dim of the
+attention's products. Otherwise they run on theta, phi and g as written.
+
 Evaluation mode never changes a buffer. Everything here is vectorised over clusters: no per-cluster Python loop and no
 host synchronisation in forward or update (K and the warm-up counter are mirrored as Python ints).
 
@@ -99,6 +104,11 @@ def structure_pool(pool: torch.Tensor, num_k: int, pool_size: int, seed: int = 0
     return pool[:, torch.cat(blocks)], prototypes
 
 
+def matrix(conv: nn.Conv2d) -> torch.Tensor:
+    """Weight of a 1x1 convolution as a [out_channels, in_channels] matrix."""
+    return conv.weight.flatten(1)
+
+
 def cluster_one_hot(assignment: torch.Tensor, num_k: int, dtype: torch.dtype) -> torch.Tensor:
     """[T] cluster indices -> [T, num_k] one-hot. A broadcast compare: F.one_hot and bincount wait for the GPU (they
     check the index range on the host), and this runs after every training step."""
@@ -182,46 +192,81 @@ class DMWLA(nn.Module):
                 f"pool_size={self.pool_size}, warmup_iters={self.warmup_iters}")
 
     # ----- forward ----------------------------------------------------------------------------------------------
+    @property
+    def factored(self) -> bool:
+        """Whether attention runs in the input's channel space (see the module docstring)."""
+        return self.in_channels < self.feature_dim
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
-        theta, phi, g = to_tokens(self.theta(x)), to_tokens(self.phi(x)), to_tokens(self.g(x))
-        context = attention(theta, phi, g)  # global term
+        query, key, value = self._query(x), *self._key_value(x)
+        context = attention(query, key, value)  # global term
         if self.in_warmup:
             if self.training:
-                self._sample_into_pool(phi.detach())
+                self._sample_into_pool(x)
                 self._advance_warmup()
-            return x + self.out(to_map(context, height, width))
+            return x + self._project_out(context, height, width)
 
-        context = context + self.intra_cluster_attention(theta, self.assign_clusters(theta))
-        out = x + self.out(to_map(context, height, width))
+        context = context + self.intra_cluster_attention(query, self._nearest_prototype(query))
+        out = x + self._project_out(context, height, width)
         if self.training:
             self.update_memory(x)
         return out
 
-    @torch.no_grad()
-    def assign_clusters(self, theta: torch.Tensor) -> torch.Tensor:
-        """Cluster of each token [B, N]: the prototype of highest cosine similarity."""
-        cosine = F.normalize(theta, dim=-1) @ F.normalize(self.prototypes.to(theta.dtype), dim=0)
-        return cosine.argmax(-1)
+    def _query(self, x: torch.Tensor) -> torch.Tensor:
+        """Query tokens [B, N, E] (E = in_channels when factored, else feature_dim)."""
+        return to_tokens(x) if self.factored else to_tokens(self.theta(x))
 
-    def intra_cluster_attention(self, theta: torch.Tensor, assignment: torch.Tensor) -> torch.Tensor:
-        """Each token's softmax over its cluster's columns, times those columns: [B, N, D]."""
+    def _key_value(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Key and value tokens of the global term: phi and g, or their images under W_theta^T and W_out."""
+        if not self.factored:
+            return to_tokens(self.phi(x)), to_tokens(self.g(x))
+        tokens = to_tokens(x)
+        theta, phi, g, out = (matrix(conv) for conv in (self.theta, self.phi, self.g, self.out))
+        return tokens @ (phi.T @ theta), tokens @ (g.T @ out.T)
+
+    def _memory_key_value(self, columns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of feature_dim-wide memory vectors `columns` [..., D] in the query's space."""
+        if not self.factored:
+            return columns, columns
+        return columns @ matrix(self.theta), columns @ matrix(self.out).T
+
+    def _project_out(self, context: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        context = to_map(context, height, width)
+        return context if self.factored else self.out(context)
+
+    @torch.no_grad()
+    def _nearest_prototype(self, query: torch.Tensor) -> torch.Tensor:
+        """Cluster of each query token [B, N]: the prototype p of highest cosine similarity with theta, i.e. the
+        largest theta . p / |p| (|theta| is the same for every prototype)."""
+        prototypes = F.normalize(self.prototypes.T.to(query.dtype), dim=-1)
+        return (query @ self._memory_key_value(prototypes)[0].transpose(-1, -2)).argmax(-1)
+
+    @torch.no_grad()
+    def assign_clusters(self, x: torch.Tensor) -> torch.Tensor:
+        """Memory cluster of each token of the input map x [B, C, H, W]: [B, H*W] in row-column order."""
+        return self._nearest_prototype(self._query(x))
+
+    def intra_cluster_attention(self, query: torch.Tensor, assignment: torch.Tensor) -> torch.Tensor:
+        """Each token's softmax over its cluster's columns, times those columns: [B, N, E]."""
         # a snapshot: the W-LD update after this forward writes the bank in place, autograd needs the values used here
-        columns = self.pool.T.clone().expand(theta.shape[0], -1, -1)
+        key, value = self._memory_key_value(self.pool.T.clone())
         allowed = assignment.unsqueeze(-1) == self.column_cluster  # [B, N, num_k*pool_size]
-        return attention(theta, columns, columns, allowed)
+        batch = query.shape[0]
+        return attention(query, key.expand(batch, -1, -1), value.expand(batch, -1, -1), allowed)
 
     # ----- warm-up ----------------------------------------------------------------------------------------------
     # Warm-up sampling and k-means run eagerly under torch.compile: they seed generators and loop on data-dependent
     # conditions, and they run only during the first warmup_iters steps.
     @torch.compiler.disable
     @torch.no_grad()
-    def _sample_into_pool(self, phi: torch.Tensor) -> None:
-        """Write a growing share of randomly sampled phi tokens into random columns (as released).
+    def _sample_into_pool(self, x: torch.Tensor) -> None:
+        """Write a growing share of randomly sampled phi tokens of the input map x into random columns (as released).
 
         Under data parallelism the draws cover the global batch (this rank's images are the rank-th block of it) and
         the candidates of all ranks are gathered, so every rank writes the same columns with the same values.
         """
+        phi = to_tokens(self.phi(x))
         batch, tokens, dim = phi.shape
         total = self.pool.shape[1]
         generator = torch.Generator(device=phi.device)

@@ -27,7 +27,7 @@ class LoopDMWLA(DMWLA):
         context = softmax_attention(theta, phi, g)
         if self.in_warmup:
             if self.training:
-                self._sample_into_pool(phi.detach())
+                self._sample_into_pool(x)
                 self._advance_warmup()
             return x + self.out(to_map(context, *x.shape[-2:]))
         batch, tokens, dim = theta.shape

