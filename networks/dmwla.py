@@ -11,10 +11,10 @@ vector per cluster. Life cycle of one layer:
    most salient tokens assigned to the cluster (tokens of the frozen momentum copy `phi_ema`); the prototypes become
    the cluster means; phi_ema follows phi with momentum. K is set from outside (see `networks.wld`).
 
-Channel space: theta_i . phi_j = x_i^T (W_theta^T W_phi) x_j, theta_i . p = x_i^T (W_theta^T p) and out(sum a_j g_j) =
-sum a_j (W_out W_g x_j), so when in_channels < feature_dim (encoder 2's first stages) both attention terms run on
-in_channels-wide tokens with merged 1x1 weights: the same function and gradients with in_channels / feature_dim of the
-attention's products. Otherwise they run on theta, phi and g as written.
+Channel space: theta_i . phi_j = x_i^T (W_theta^T W_phi) x_j, theta_i . p = x_i^T (W_theta^T p) and
+out(sum a_j g_j) = sum a_j (W_out W_g x_j). So when in_channels < feature_dim (encoder 2's first stages, the decoder's
+last) both attention terms run on in_channels-wide tokens with merged 1x1 weights: the same function and gradients
+with in_channels / feature_dim of the attention's products. Otherwise they run on theta, phi and g as written.
 
 Evaluation mode never changes a buffer. Everything here is vectorised over clusters: no per-cluster Python loop and no
 host synchronisation in forward or update (K and the warm-up counter are mirrored as Python ints).
@@ -248,7 +248,8 @@ class DMWLA(nn.Module):
         return self._nearest_prototype(self._query(x))
 
     def intra_cluster_attention(self, query: torch.Tensor, assignment: torch.Tensor) -> torch.Tensor:
-        """Each token's softmax over its cluster's columns, times those columns: [B, N, E]."""
+        """Each token's softmax over its cluster's columns, times those columns (their W_out images when factored):
+        [B, N, E]."""
         # a snapshot: the W-LD update after this forward writes the bank in place, autograd needs the values used here
         key, value = self._memory_key_value(self.pool.T.clone())
         allowed = assignment.unsqueeze(-1) == self.column_cluster  # [B, N, num_k*pool_size]
