@@ -1,6 +1,8 @@
 """Small tensor helpers shared by the attention blocks."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -31,3 +33,51 @@ def attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
     out = F.scaled_dot_product_attention(query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1),
                                          attn_mask=mask, scale=1.0)
     return out.squeeze(1)
+
+
+# Largest number of queries attended together in `clustered_attention`; smaller when clusters are small.
+MAX_CLUSTER_TILE = 64
+
+
+def clustered_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                        assignment: torch.Tensor, num_clusters: int) -> torch.Tensor:
+    """Each query's softmax attention (unscaled) over the keys of its own cluster only.
+
+    query [B, N, D]; key [num_clusters * M, D] and value [num_clusters * M, Dv], shared by the batch, cluster c owning
+    rows c*M..(c+1)*M; assignment [B, N] the cluster of each query. Returns [B, N, Dv].
+
+    Equal to attention over all num_clusters * M keys under a cluster mask, with 1 / num_clusters of its products:
+    the queries are sorted by cluster into tiles, each cluster's run padded to whole tiles, and every tile attends to
+    its cluster's M keys. Shapes depend only on the input's (the padded length is bounded by
+    B*N + num_clusters * (tile - 1)), so there is no host synchronisation; every index map is a permutation, so
+    gradients are deterministic.
+    """
+    batch, tokens, dim = query.shape
+    device = query.device
+    cluster_rows = key.shape[0] // num_clusters
+    total = batch * tokens
+    tile = min(MAX_CLUSTER_TILE, 1 << max(0, math.ceil(total / num_clusters) - 1).bit_length())
+    num_tiles = (total + num_clusters * (tile - 1)) // tile + 1
+    slots = num_tiles * tile
+
+    cluster = assignment.reshape(total)
+    counts = (cluster[:, None] == torch.arange(num_clusters, device=device)).sum(0)
+    padded = (counts + tile - 1) // tile * tile
+    run_start = padded.cumsum(0) - padded  # first slot of each cluster's padded run
+    order = cluster.argsort(stable=True)  # queries grouped by cluster, in token order within a cluster
+    rank = torch.arange(total, device=device) - (counts.cumsum(0) - counts)[cluster[order]]
+    slot = run_start[cluster[order]] + rank  # slot of the order[i]-th query
+    # slot -> query (the extra index `total` is a zero row for padding), and query -> slot
+    source = torch.full((slots,), total, device=device).index_put((slot,), order)
+    target = torch.empty_like(slot).index_put((order,), slot)
+
+    queries = torch.cat([query.reshape(total, dim), query.new_zeros(1, dim)])[source]
+    tile_cluster = (torch.arange(num_tiles, device=device)[:, None] * tile >= run_start + padded).sum(1)
+    # each tile's key block by a one-hot product (a gather's backward would scatter-add into shared rows)
+    pick = (tile_cluster.clamp(max=num_clusters - 1)[:, None] == torch.arange(num_clusters, device=device))
+    pick = pick.to(key.dtype)
+    keys = (pick @ key.reshape(num_clusters, -1)).view(num_tiles, 1, cluster_rows, dim)
+    values = (pick @ value.reshape(num_clusters, -1)).view(num_tiles, 1, cluster_rows, -1)
+    out = F.scaled_dot_product_attention(queries.view(num_tiles, 1, tile, dim).contiguous(),
+                                         keys.to(query.dtype), values.to(query.dtype), scale=1.0)
+    return out.reshape(slots, -1)[target].view(batch, tokens, -1)

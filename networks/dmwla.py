@@ -33,7 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import collectives
-from .attention import attention, to_map, to_tokens
+from .attention import attention, clustered_attention, to_map, to_tokens
 from .config import EMA_MOMENTUM, POOL_MOMENTUM, POOL_SIZE, WARMUP_ITERS
 
 # k-means settings of the release (faiss.Clustering): Lloyd iterations, restarts (the lowest inertia wins)
@@ -160,7 +160,6 @@ class DMWLA(nn.Module):
         # seeds the warm-up sampling together with the step: drawn from the global RNG at construction, so it follows
         # the run's seed, is saved with the model and is the same on every rank
         self.register_buffer("sampling_seed", torch.randint(SAMPLING_SEED_RANGE, ()))
-        self.register_buffer("column_cluster", torch.arange(num_k).repeat_interleave(pool_size), persistent=False)
         # Python mirrors of the two integer buffers, so that forward never reads a device value back
         self.read_counters()
 
@@ -252,9 +251,7 @@ class DMWLA(nn.Module):
         [B, N, E]."""
         # a snapshot: the W-LD update after this forward writes the bank in place, autograd needs the values used here
         key, value = self._memory_key_value(self.pool.T.clone())
-        allowed = assignment.unsqueeze(-1) == self.column_cluster  # [B, N, num_k*pool_size]
-        batch = query.shape[0]
-        return attention(query, key.expand(batch, -1, -1), value.expand(batch, -1, -1), allowed)
+        return clustered_attention(query, key, value, assignment, self.num_k)
 
     # ----- warm-up ----------------------------------------------------------------------------------------------
     # Warm-up sampling and k-means run eagerly under torch.compile: they seed generators and loop on data-dependent

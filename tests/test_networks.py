@@ -12,6 +12,7 @@ import torch
 
 import networks.maxvit_encoder as maxvit_encoder
 from networks import DMWLA, DSGIM, SimMPNet, dataset_constants, model_summary, next_memory_k
+from networks.attention import clustered_attention
 from networks.config import PRETRAINED_FILES, dsgim_decay
 from tests.reference import LoopDMWLA, LoopDSGIM, use_reference_impl
 
@@ -342,6 +343,34 @@ def test_grad_checkpointing_gives_the_same_step_and_batchnorm_statistics():
         return sum(storages.values())
 
     assert bytes_saved_for_backward(checkpointed) < 0.5 * bytes_saved_for_backward(plain)
+
+
+@pytest.mark.parametrize("batch,tokens,num_clusters,rows,layout", [
+    (2, 37, 4, 5, "random"),       # several tiles per cluster, runs padded
+    (1, 3, 9, 4, "random"),        # fewer queries than clusters: most clusters empty
+    (3, 20, 3, 6, "one cluster"),  # every query in the last cluster
+    (2, 300, 2, 7, "random"),      # tiles of the largest size
+])
+def test_clustered_attention_matches_per_query_softmax(batch, tokens, num_clusters, rows, layout):
+    """Against a loop over queries: softmax over the query's own cluster block, values and all gradients."""
+    torch.manual_seed(0)
+    query = torch.randn(batch, tokens, 6, dtype=torch.float64, requires_grad=True)
+    key = torch.randn(num_clusters * rows, 6, dtype=torch.float64, requires_grad=True)
+    value = torch.randn(num_clusters * rows, 5, dtype=torch.float64, requires_grad=True)
+    if layout == "one cluster":
+        assignment = torch.full((batch, tokens), num_clusters - 1)
+    else:
+        assignment = torch.randint(num_clusters, (batch, tokens))
+    expected = torch.stack([torch.stack([
+        torch.softmax(key[c * rows:(c + 1) * rows] @ query[b, n], 0) @ value[c * rows:(c + 1) * rows]
+        for n, c in enumerate(assignment[b].tolist())]) for b in range(batch)])
+    out = clustered_attention(query, key, value, assignment, num_clusters)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+    weights = torch.randn_like(out)
+    grads = torch.autograd.grad((out * weights).sum(), (query, key, value))
+    expected_grads = torch.autograd.grad((expected * weights).sum(), (query, key, value))
+    for grad, reference in zip(grads, expected_grads):
+        torch.testing.assert_close(grad, reference, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("phase", ["warm-up", "memory"])
