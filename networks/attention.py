@@ -35,6 +35,12 @@ def attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
     return out.squeeze(1)
 
 
+def cluster_one_hot(assignment: torch.Tensor, num_k: int, dtype: torch.dtype) -> torch.Tensor:
+    """[T] cluster indices -> [T, num_k] one-hot. A broadcast compare: F.one_hot and bincount wait for the GPU (they
+    check the index range on the host), and this runs in every training step."""
+    return (assignment[:, None] == torch.arange(num_k, device=assignment.device)).to(dtype)
+
+
 # Largest number of queries attended together in `clustered_attention`; smaller when clusters are small.
 MAX_CLUSTER_TILE = 64
 
@@ -61,12 +67,13 @@ def clustered_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Ten
     slots = num_tiles * tile
 
     cluster = assignment.reshape(total)
-    counts = (cluster[:, None] == torch.arange(num_clusters, device=device)).sum(0)
+    counts = cluster_one_hot(cluster, num_clusters, torch.long).sum(0)
     padded = (counts + tile - 1) // tile * tile
     run_start = padded.cumsum(0) - padded  # first slot of each cluster's padded run
     order = cluster.argsort(stable=True)  # queries grouped by cluster, in token order within a cluster
-    rank = torch.arange(total, device=device) - (counts.cumsum(0) - counts)[cluster[order]]
-    slot = run_start[cluster[order]] + rank  # slot of the order[i]-th query
+    sorted_cluster = cluster[order]
+    rank = torch.arange(total, device=device) - (counts.cumsum(0) - counts)[sorted_cluster]
+    slot = run_start[sorted_cluster] + rank  # slot of the order[i]-th query
     # slot -> query (the extra index `total` is a zero row for padding), and query -> slot
     source = torch.full((slots,), total, device=device).index_put((slot,), order)
     target = torch.empty_like(slot).index_put((order,), slot)
@@ -74,8 +81,7 @@ def clustered_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Ten
     queries = torch.cat([query.reshape(total, dim), query.new_zeros(1, dim)])[source]
     tile_cluster = (torch.arange(num_tiles, device=device)[:, None] * tile >= run_start + padded).sum(1)
     # each tile's key block by a one-hot product (a gather's backward would scatter-add into shared rows)
-    pick = (tile_cluster.clamp(max=num_clusters - 1)[:, None] == torch.arange(num_clusters, device=device))
-    pick = pick.to(key.dtype)
+    pick = cluster_one_hot(tile_cluster.clamp(max=num_clusters - 1), num_clusters, key.dtype)
     keys = (pick @ key.reshape(num_clusters, -1)).view(num_tiles, 1, cluster_rows, dim)
     values = (pick @ value.reshape(num_clusters, -1)).view(num_tiles, 1, cluster_rows, -1)
     out = F.scaled_dot_product_attention(queries.view(num_tiles, 1, tile, dim).contiguous(),

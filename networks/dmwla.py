@@ -33,7 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import collectives
-from .attention import attention, clustered_attention, to_map, to_tokens
+from .attention import attention, cluster_one_hot, clustered_attention, to_map, to_tokens
 from .config import EMA_MOMENTUM, POOL_MOMENTUM, POOL_SIZE, WARMUP_ITERS
 
 # k-means settings of the release (faiss.Clustering): Lloyd iterations, restarts (the lowest inertia wins)
@@ -107,12 +107,6 @@ def structure_pool(pool: torch.Tensor, num_k: int, pool_size: int, seed: int = 0
 def matrix(conv: nn.Conv2d) -> torch.Tensor:
     """Weight of a 1x1 convolution as a [out_channels, in_channels] matrix."""
     return conv.weight.flatten(1)
-
-
-def cluster_one_hot(assignment: torch.Tensor, num_k: int, dtype: torch.dtype) -> torch.Tensor:
-    """[T] cluster indices -> [T, num_k] one-hot. A broadcast compare: F.one_hot and bincount wait for the GPU (they
-    check the index range on the host), and this runs after every training step."""
-    return (assignment[:, None] == torch.arange(num_k, device=assignment.device)).to(dtype)
 
 
 def member_salience(features: torch.Tensor, assignment: torch.Tensor, num_k: int) -> torch.Tensor:
