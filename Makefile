@@ -2,6 +2,7 @@
 #   make venv   create .venv and install requirements.txt (once; again only when requirements.txt changes)
 #   make test   run the test suite in .venv
 #   make demo   phantom data -> short CPU training (runs/demo) -> test (runs/demo/test) -> DSC/HD95 table
+#   make bench-cpu / bench-gpu   the rows of README's performance tables -> benchmarks/results/<tag>_*.json
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -20,7 +21,16 @@ DEMO_MODEL := --scale pico --img_size 64 --img_size_s2 64 --pool_size 16 --warmu
 DEMO_TRAIN := --max_epochs 16 --wld_start_epoch 5 --batch_size 8 --base_lr 5e-4 --num_workers 1
 DEMO_VOLUMES := --volume_path $(PHANTOM_SYNAPSE)/test_vol_h5 --list_dir $(PHANTOM_LISTS)
 
-.PHONY: venv test demo
+# Performance tables (README -> Performance): fast vs reference, one JSON report per row. An otherwise idle machine;
+# the tag names the machine in the file names (cpu2: this project's 2-core machine; h100: the lent GPU).
+BENCH := $(PY) benchmarks/bench_model.py
+BENCH_RESULTS := benchmarks/results
+CPU_TAG ?= cpu2
+GPU_TAG ?= gpu
+# The paper's training configuration on a GPU: small 256/224, Synapse constants, batch 20, bf16.
+BENCH_GPU_MODEL := --what model --scale small --img_size 256 --batch 20 --amp bf16 --device cuda --repeats 5 --warmup 2
+
+.PHONY: venv test demo bench-cpu bench-gpu
 
 $(VENV_STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,3 +51,20 @@ demo: $(VENV_STAMP) $(PHANTOM_STAMP)
 		--device cpu --output_dir $(DEMO_DIR) --resume auto
 	$(PY) test_synapse.py $(DEMO_VOLUMES) --checkpoint $(DEMO_DIR)/last.pth --output_dir $(DEMO_DIR)/test \
 		--device cpu --save-overlays 2
+
+bench-cpu: $(VENV_STAMP)
+	$(BENCH) --what dmwla --batch 4 --threads 2 --repeats 9 --warmup 2 --device cpu \
+		--json $(BENCH_RESULTS)/$(CPU_TAG)_dmwla_b4.json
+	$(BENCH) --what model --scale small --img_size 256 --batch 2 --threads 2 --repeats 5 --device cpu \
+		--json $(BENCH_RESULTS)/$(CPU_TAG)_model_small_b2.json
+	$(BENCH) --what volume --threads 2 --repeats 1 --warmup 0 --device cpu \
+		--json $(BENCH_RESULTS)/$(CPU_TAG)_volume_100x512.json
+
+bench-gpu: $(VENV_STAMP)
+	$(BENCH) $(BENCH_GPU_MODEL) --json $(BENCH_RESULTS)/$(GPU_TAG)_model_small_b20_bf16.json
+	$(BENCH) $(BENCH_GPU_MODEL) --grad_checkpointing \
+		--json $(BENCH_RESULTS)/$(GPU_TAG)_model_small_b20_bf16_grad_checkpointing.json
+	$(BENCH) --what dmwla --batch 20 --amp bf16 --device cuda --repeats 5 --warmup 2 \
+		--json $(BENCH_RESULTS)/$(GPU_TAG)_dmwla_b20_bf16.json
+	$(BENCH) --what volume --amp bf16 --device cuda --repeats 1 --warmup 0 \
+		--json $(BENCH_RESULTS)/$(GPU_TAG)_volume_100x512_bf16.json

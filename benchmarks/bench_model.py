@@ -8,7 +8,8 @@
   in the memory phase (warm-up over, so W-LD updates run).
 --what dmwla: one DMW-LA layer at stage-1 size (56x56, 96 channels, feature_dim 256, num_k 9).
 --what volume: a test volume end to end (inference + metrics): batched inference + cropped metrics ("fast") against
-  one slice at a time + full-volume medpy metrics ("reference").
+  one slice at a time + full-volume medpy metrics ("reference"); "infer_s" is the whole, "network_s" and
+  "metrics_s" its two phases. The network is warmed up on a few slices first, so --warmup 0 suffices.
 Implementations alternate within each repetition; medians are reported. Peak memory is measured in a child process
 that builds and runs only that implementation once: CUDA max_memory_allocated, CPU peak growth of the resident set
 (sampled every ms). --grad_checkpointing applies to the fast implementation (the release has no such option).
@@ -150,17 +151,27 @@ def volume_workload(args, device, impls):
     amp = AMP_DTYPES[args.amp]
 
     def fast():
+        start = time.perf_counter()
         prediction = predict_volume(model, volume, args.img_size, batch_size=args.infer_batch, amp_dtype=amp)
+        network = time.perf_counter() - start  # the prediction is on the host: the device has finished
         case_metrics(prediction, label, classes)
+        return {"network_s": network, "metrics_s": time.perf_counter() - start - network}
 
     def reference():
+        start = time.perf_counter()
         prediction = predict_volume(model, volume, args.img_size, batch_size=1, amp_dtype=amp)
+        network = time.perf_counter() - start
         for c in range(1, classes):  # the release's per-class medpy calls on the whole volume
             pred, gt = prediction == c, label == c
             if pred.any() and gt.any():
                 metric.binary.dc(pred, gt), metric.binary.hd95(pred, gt)
                 metric.binary.jc(pred, gt), metric.binary.assd(pred, gt)
+        return {"network_s": network, "metrics_s": time.perf_counter() - start - network}
 
+    # Warm the network up (lazy CUDA initialisation, kernel selection) at both batch sizes on a few slices, so that
+    # --warmup 0 suffices: a warm-up repetition of the whole volume would double the run for nothing.
+    for batch_size in {args.infer_batch, 1}:
+        predict_volume(model, volume[:batch_size], args.img_size, batch_size=batch_size, amp_dtype=amp)
     return {impl: (None, run) for impl, run in (("fast", fast), ("reference", reference)) if impl in impls}
 
 
@@ -180,15 +191,17 @@ WORKLOADS = {"model": model_workload, "dmwla": dmwla_workload, "volume": volume_
 
 
 # ----- measurement -------------------------------------------------------------------------------------------------
-def timed(fn, device) -> float:
+def timed(fn, device) -> dict:
+    """{"total_s": seconds of ``fn()``, plus the phase times in seconds that ``fn`` returns, if any}."""
     synchronize(device)
     start = time.perf_counter()
-    fn()
+    phases = fn() or {}
     synchronize(device)
-    return time.perf_counter() - start
+    return {"total_s": time.perf_counter() - start, **phases}
 
 
 def run_timings(args, device, impls, workloads=None) -> dict:
+    """{impl: {"train_step_s", "infer_s", and any phases of them: median over the timed repetitions}}."""
     workloads = workloads or WORKLOADS[args.what](args, device, impls)
     times = {impl: {"train_step_s": [], "infer_s": []} for impl in impls}
     for repetition in range(args.warmup + args.repeats):
@@ -197,9 +210,11 @@ def run_timings(args, device, impls, workloads=None) -> dict:
             for key, fn in (("train_step_s", train_step), ("infer_s", infer)):
                 if fn is None:
                     continue
-                elapsed = timed(fn, device)
+                measured = timed(fn, device)
                 if repetition >= args.warmup:
-                    times[impl][key].append(elapsed)
+                    times[impl][key].append(measured.pop("total_s"))
+                    for phase, seconds in measured.items():
+                        times[impl].setdefault(phase, []).append(seconds)
     return {impl: {key: statistics.median(values) if values else None for key, values in result.items()}
             for impl, result in times.items()}
 
@@ -234,9 +249,10 @@ class RssPeak:
             self.peak = max(self.peak, self._rss())
 
 
-def peak_memory_mb(impl: str) -> float:
-    """Peak memory of a child process that builds only ``impl``'s workload and runs it once (see the docstring)."""
-    command = [sys.executable, __file__, *sys.argv[1:], "--impl", impl, "--memory-probe"]
+def peak_memory_mb(argv: list[str], impl: str) -> float:
+    """Peak memory of a child process that builds only ``impl``'s workload of the command line ``argv`` and runs it
+    once (see the docstring)."""
+    command = [sys.executable, __file__, *argv, "--impl", impl, "--memory-probe"]
     result = subprocess.run(command, capture_output=True, text=True, check=True, env={**os.environ})
     return float(result.stdout.strip().splitlines()[-1])
 
@@ -254,7 +270,8 @@ def probe_memory(args, device) -> float:
     return peak.growth_mb
 
 
-def main(argv=None) -> dict | None:
+def main(argv: list[str] | None = None) -> dict | None:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -268,7 +285,7 @@ def main(argv=None) -> dict | None:
     impls = IMPLS if args.impl == "both" else (args.impl,)
     results = run_timings(args, device, impls)
     for impl in impls:
-        results[impl]["peak_mem_mb"] = peak_memory_mb(impl)
+        results[impl]["peak_mem_mb"] = peak_memory_mb(argv, impl)
     config = {k: v for k, v in vars(args).items() if k not in ("json", "memory_probe")}
     config.update(device=str(device), torch=torch.__version__, threads=torch.get_num_threads(),
                   gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else None)
@@ -276,7 +293,7 @@ def main(argv=None) -> dict | None:
     if len(impls) == 2:
         fast, reference = results["fast"], results["reference"]
         report["speedup"] = {key.removesuffix("_s"): reference[key] / fast[key]
-                             for key in ("train_step_s", "infer_s") if fast[key]}
+                             for key in fast if key in reference and key != "peak_mem_mb" and fast[key]}
         report["memory_ratio"] = fast["peak_mem_mb"] / reference["peak_mem_mb"]
     print(json.dumps(report, indent=2))
     if args.json:
