@@ -9,12 +9,15 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 import networks.maxvit_encoder as maxvit_encoder
 from networks import DMWLA, DSGIM, SimMPNet, dataset_constants, model_summary, next_memory_k
 from networks.attention import clustered_attention
 from networks.config import PRETRAINED_FILES, dsgim_decay
 from tests.reference import LoopDMWLA, LoopDSGIM, use_reference_impl
+from utils.losses import MultiHeadLoss
 
 TINY = dict(num_classes=4, img_size=64, img_size_s2=64, scale="pico", num_k=3, feature_dim=16, pretrained=False,
             warmup_iters=1, pool_size=8, decoder_num_k=3, decoder_feature_dim=16)
@@ -407,6 +410,51 @@ def test_memory_phase_and_dsgim_trace_as_single_graphs():
         assert (explanation.graph_count, explanation.graph_break_count) == (1, 0), explanation.break_reasons
     explanation = torch._dynamo.explain(DSGIM(8).train())(x, dsgim_decay(0))
     assert (explanation.graph_count, explanation.graph_break_count) == (1, 0), explanation.break_reasons
+
+
+# ATen ops that make the host wait for a CUDA device: they return a Python value (item(), int(t), bool(t), equal), have
+# an output size that depends on the data (nonzero, boolean indexing, unique, repeat_interleave by a tensor), or check
+# the index range on the host (bincount, one_hot).
+HOST_SYNC_OPS = {"_local_scalar_dense", "equal", "is_nonzero", "nonzero", "masked_select", "_unique2", "unique_dim",
+                 "unique_consecutive", "bincount", "one_hot", "repeat_interleave"}
+
+
+class HostSyncRecorder(TorchDispatchMode):
+    """Records, for every op that would synchronise with a CUDA device, its name; also boolean-mask indexing."""
+
+    def __init__(self):
+        super().__init__()
+        self.synchronising = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        boolean_index = name in ("index", "index_put", "index_put_") and any(
+            isinstance(index, torch.Tensor) and index.dtype == torch.bool for index in tree_flatten(args[1])[0])
+        if name in HOST_SYNC_OPS or boolean_index:
+            self.synchronising.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+def test_no_host_synchronisation_in_training_and_evaluation_of_the_memory_phase():
+    """A whole training step of the model in the memory phase (forward with W-LD updates, multi-head loss, backward)
+    and an evaluation forward run no op that makes the host wait for the GPU; so does the recorder's own check."""
+    torch.manual_seed(0)
+    model = SimMPNet(**TINY).train()
+    criterion = MultiHeadLoss(TINY["num_classes"])
+    image, label = torch.randn(2, 1, 64, 64), torch.randint(TINY["num_classes"], (2, 64, 64))
+    model(image)  # the one warm-up forward, then k-means: once per run, not the hot path
+    assert not any(layer.in_warmup for layer in model.memory_layers())
+    with HostSyncRecorder() as training:
+        criterion(model(image), label).backward()
+    with HostSyncRecorder() as evaluation:
+        model.eval()(image)
+    assert training.synchronising == [] and evaluation.synchronising == []
+
+    with HostSyncRecorder() as recorder:  # the recorder sees a synchronising op
+        counts = torch.bincount(label.flatten(), minlength=TINY["num_classes"])
+        label[label > 0].sum()
+        int(counts.max())
+    assert recorder.synchronising == ["bincount", "index", "_local_scalar_dense"]
 
 
 def test_set_memory_k_reaches_every_layer_and_state_dict_restores_it():
