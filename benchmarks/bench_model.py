@@ -12,7 +12,8 @@
   "metrics_s" its two phases. The network is warmed up on a few slices first, so --warmup 0 suffices.
 Implementations alternate within each repetition; medians are reported. Peak memory is measured in a child process
 that builds and runs only that implementation once: CUDA max_memory_allocated, CPU peak growth of the resident set
-(sampled every ms). --grad_checkpointing applies to the fast implementation (the release has no such option).
+(sampled every ms). --grad_checkpointing and --compile apply to the fast implementation (the release has neither);
+compiling happens in the warm-up repetitions (and inside the memory probe's one run).
 """
 from __future__ import annotations
 
@@ -62,9 +63,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--impl", choices=("both", *IMPLS), default="both")
     parser.add_argument("--grad_checkpointing", action="store_true",
                         help="--what model: the fast model recomputes its MaxViT blocks in backward")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the fast implementation (compiled during the warm-up repetitions)")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--memory-probe", dest="memory_probe", action="store_true", help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.grad_checkpointing and args.what != "model":
+        parser.error("--grad_checkpointing applies to --what model only")
+    if args.compile and args.what == "volume":
+        parser.error("--compile applies to --what model and --what dmwla")
+    return args
 
 
 def synchronize(device: torch.device) -> None:
@@ -80,7 +88,7 @@ def model_workload(args, device, impls):
     torch.manual_seed(0)
     fast = SimMPNet(img_size=args.img_size, img_size_s2=args.img_size_s2, scale=args.scale, pretrained=False,
                     warmup_iters=0, **constants).to(device)
-    models = both_implementations(fast, impls)
+    models = both_implementations(fast, impls, args)
     if "fast" in models:
         models["fast"].set_grad_checkpointing(args.grad_checkpointing)
     criterion = MultiHeadLoss(constants["num_classes"])
@@ -95,19 +103,20 @@ def model_workload(args, device, impls):
 def dmwla_workload(args, device, impls):
     torch.manual_seed(0)
     fast = DMWLA(STAGE1["channels"], STAGE1["num_k"], STAGE1["feature_dim"], warmup_iters=0).to(device)
-    models = both_implementations(fast, impls)
+    models = both_implementations(fast, impls, args)
     x = torch.randn(args.batch, STAGE1["channels"], STAGE1["size"], STAGE1["size"], device=device)
     return {impl: steps_for(layer, lambda m: m(x).square().mean(), lambda m: m(x), args, device)
             for impl, layer in models.items()}
 
 
-def both_implementations(fast: torch.nn.Module, impls) -> dict:
-    """{impl: module} for the implementations asked for; the reference starts from the fast module's weights."""
+def both_implementations(fast: torch.nn.Module, impls, args) -> dict:
+    """{impl: module} for the implementations asked for; the reference starts from the fast module's weights.
+    --compile applies to the fast one."""
     models = {}
     if "reference" in impls:
         models["reference"] = use_reference_impl(copy.deepcopy(fast) if "fast" in impls else fast)
     if "fast" in impls:
-        models["fast"] = fast
+        models["fast"] = torch.compile(fast) if args.compile else fast
     return models
 
 

@@ -48,3 +48,10 @@ def test_report(what, tmp_path):
 def test_single_implementation_has_no_ratios(tmp_path):
     report = bench_model.main([*CASES["dmwla"], *ONCE, "--impl", "fast"])
     assert set(report) == {"config", "fast"}
+
+
+@pytest.mark.parametrize("argv", [["--what", "dmwla", "--grad_checkpointing"], ["--what", "volume", "--compile"]])
+def test_options_of_another_workload_are_refused(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench_model.main([*argv, *ONCE])
+    assert exit_info.value.code == 2 and argv[-1] in capsys.readouterr().err
