@@ -45,7 +45,7 @@ def test_report(what, tmp_path):
     assert report["memory_ratio"] == pytest.approx(fast["peak_mem_mb"] / reference["peak_mem_mb"], rel=1e-12)
 
 
-def test_single_implementation_has_no_ratios(tmp_path):
+def test_single_implementation_has_no_ratios():
     report = bench_model.main([*CASES["dmwla"], *ONCE, "--impl", "fast"])
     assert set(report) == {"config", "fast"}
 

@@ -437,7 +437,8 @@ class HostSyncRecorder(TorchDispatchMode):
 
 def test_no_host_synchronisation_in_training_and_evaluation_of_the_memory_phase():
     """A whole training step of the model in the memory phase (forward with W-LD updates, multi-head loss, backward)
-    and an evaluation forward run no op that makes the host wait for the GPU; so does the recorder's own check."""
+    and an evaluation forward run no op that makes the host wait for the GPU. The recorder itself is checked on ops
+    that do."""
     torch.manual_seed(0)
     model = SimMPNet(**TINY).train()
     criterion = MultiHeadLoss(TINY["num_classes"])
