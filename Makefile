@@ -1,7 +1,9 @@
 # Sim-MPNet: environment, tests and a CPU demo on the synthetic (phantom) Synapse set.
 #   make venv   create .venv and install requirements.txt (once; again only when requirements.txt changes)
-#   make test   run the test suite in .venv
+#   make test   lint (ruff) and run the test suite in .venv
+#   make lint   ruff over the tree (configuration in pyproject.toml)
 #   make demo   phantom data -> short CPU training (runs/demo) -> test (runs/demo/test) -> DSC/HD95 table
+#   make demo-unet   the same data, recipe and epochs with the smp U-Net baseline (runs/demo_unet)
 #   make bench-cpu / bench-gpu   the rows of README's performance tables -> benchmarks/results/<tag>_*.json
 PYTHON ?= python3
 VENV := .venv
@@ -17,9 +19,13 @@ PHANTOM_STAMP := $(PHANTOM)/.synapse-$(PHANTOM_TRAIN_CASES)-train-cases
 DEMO_DIR := runs/demo
 # Small CPU configuration (about 6 minutes on 2 cores): pico backbone at 64x64 from random init, short memory
 # warm-up, small memory pool, W-LD from epoch 5; 16 epochs of 36 steps at a constant lr of 5e-4.
-DEMO_MODEL := --scale pico --img_size 64 --img_size_s2 64 --pool_size 16 --warmup_iters 20 --pretrained none
-DEMO_TRAIN := --max_epochs 16 --wld_start_epoch 5 --batch_size 8 --base_lr 5e-4 --num_workers 1
+DEMO_MODEL := --scale pico --img_size 64 --img_size_s2 64 --pool_size 16 --warmup_iters 20 --pretrained none \
+	--wld_start_epoch 5
+DEMO_TRAIN := --max_epochs 16 --batch_size 8 --base_lr 5e-4 --num_workers 1
 DEMO_VOLUMES := --volume_path $(PHANTOM_SYNAPSE)/test_vol_h5 --list_dir $(PHANTOM_LISTS)
+DEMO_UNET_DIR := runs/demo_unet
+# The baseline at the demo's input size, random init like the demo's Sim-MPNet.
+DEMO_UNET_MODEL := --model unet --img_size 64 --pretrained none
 
 # Performance tables (README -> Performance): fast vs reference, one JSON report per row. An otherwise idle machine;
 # the tag names the machine in the file names (cpu2: this project's 2-core machine; h100: the lent GPU).
@@ -30,7 +36,7 @@ GPU_TAG ?= gpu
 # The paper's training configuration on a GPU: small 256/224, Synapse constants, batch 20, bf16.
 BENCH_GPU_MODEL := --what model --scale small --img_size 256 --batch 20 --amp bf16 --device cuda --repeats 5 --warmup 2
 
-.PHONY: venv test demo bench-cpu bench-gpu
+.PHONY: venv lint test demo demo-unet bench-cpu bench-gpu
 
 $(VENV_STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,7 +45,10 @@ $(VENV_STAMP): requirements.txt
 
 venv: $(VENV_STAMP)
 
-test: $(VENV_STAMP)
+lint: $(VENV_STAMP)
+	$(PY) -m ruff check .
+
+test: lint
 	$(PY) -m pytest -q
 
 $(PHANTOM_STAMP): | $(VENV_STAMP)
@@ -51,6 +60,12 @@ demo: $(VENV_STAMP) $(PHANTOM_STAMP)
 		--device cpu --output_dir $(DEMO_DIR) --resume auto
 	$(PY) test_synapse.py $(DEMO_VOLUMES) --checkpoint $(DEMO_DIR)/last.pth --output_dir $(DEMO_DIR)/test \
 		--device cpu --save-overlays 2
+
+demo-unet: $(VENV_STAMP) $(PHANTOM_STAMP)
+	$(PY) train.py --dataset synapse --root_path $(PHANTOM_SYNAPSE)/train_npz $(DEMO_VOLUMES) $(DEMO_UNET_MODEL) \
+		$(DEMO_TRAIN) --device cpu --output_dir $(DEMO_UNET_DIR) --resume auto
+	$(PY) test.py --dataset synapse $(DEMO_VOLUMES) --checkpoint $(DEMO_UNET_DIR)/last.pth \
+		--output_dir $(DEMO_UNET_DIR)/test --device cpu
 
 bench-cpu: $(VENV_STAMP)
 	$(BENCH) --what dmwla --batch 4 --threads 2 --repeats 9 --warmup 2 --device cpu \

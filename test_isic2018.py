@@ -5,4 +5,4 @@ from utils.cli import build_test_parser, run_cli
 from utils.evaluator import evaluate
 
 if __name__ == "__main__":
-    sys.exit(run_cli(evaluate, build_test_parser("isic2018").parse_args()))
+    sys.exit(run_cli(evaluate, build_test_parser("isic2018").parse_config()))

@@ -5,4 +5,4 @@ from utils.cli import build_train_parser, run_cli
 from utils.trainer import train
 
 if __name__ == "__main__":
-    sys.exit(run_cli(train, build_train_parser("segpc2021").parse_args()))
+    sys.exit(run_cli(train, build_train_parser("segpc2021").parse_config()))

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from datasets import DATASET_INFO
+from datasets import list_datasets
 from utils import plots
 from utils.cli import run_cli
 
@@ -34,7 +34,7 @@ def _add_run_command(commands, name: str, help_text: str) -> argparse.ArgumentPa
 def _add_checkpoint_command(commands, name: str, help_text: str) -> argparse.ArgumentParser:
     parser = commands.add_parser(name, help=help_text, description=help_text)
     parser.add_argument("--checkpoint", required=True, help="checkpoint written by the trainer (e.g. last.pth)")
-    parser.add_argument("--dataset", required=True, type=str.lower, choices=sorted(DATASET_INFO))
+    parser.add_argument("--dataset", required=True, type=str.lower, choices=list_datasets())
     parser.add_argument("--cases", nargs="+", default=(), metavar="CASE[:SLICE]",
                         help="volumes: case names, each optionally with a slice index (default: the slice with the "
                              "most foreground); 2-D image sets: image names (default: the split's first case)")

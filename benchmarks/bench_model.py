@@ -34,7 +34,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from networks import DMWLA, SimMPNet, dataset_constants  # noqa: E402
+from datasets import get_dataset  # noqa: E402
+from networks.sim_mpnet import DMWLA, SimMPNet, dataset_settings  # noqa: E402
 from tests.reference import use_reference_impl  # noqa: E402
 from utils.inference import resolve_device  # noqa: E402
 from utils.trainer import make_optimizer  # noqa: E402
@@ -80,11 +81,17 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def memory_constants(dataset: str) -> dict[str, int]:
+    """num_classes and the paper's num_k / feature_dim of a data set."""
+    num_classes = get_dataset(dataset).num_classes
+    return dict(num_classes=num_classes, **dataset_settings(dataset, num_classes))
+
+
 # ----- workloads: each returns {impl: (train_step, infer)} callables -------------------------------------------------
 def model_workload(args, device, impls):
-    from utils.losses import MultiHeadLoss
+    from networks.shared.losses import MultiHeadLoss
 
-    constants = dataset_constants(args.dataset)
+    constants = memory_constants(args.dataset)
     torch.manual_seed(0)
     fast = SimMPNet(img_size=args.img_size, img_size_s2=args.img_size_s2, scale=args.scale, pretrained=False,
                     warmup_iters=0, **constants).to(device)
@@ -149,7 +156,7 @@ def volume_workload(args, device, impls):
     from utils.inference import predict_volume
     from utils.metrics import case_metrics
 
-    constants = dataset_constants(args.dataset)
+    constants = memory_constants(args.dataset)
     classes = constants["num_classes"]
     torch.manual_seed(0)
     model = SimMPNet(img_size=args.img_size, img_size_s2=args.img_size_s2, scale=args.scale, pretrained=False,

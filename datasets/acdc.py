@@ -15,6 +15,7 @@ What the public repositories show (MT-UNet ``dataset/dataset_ACDC.py``, CASCADE
 ``base_dir`` is the ACDC root; the split sub-folder is appended (MT-UNet passed
 ``<root>/test`` for the test split instead). Entries without ``.npz`` are accepted too.
 Labels: 0 background, 1 RV, 2 Myo, 3 LV (the ACDC ground-truth values).
+The registry entry (``get_dataset("acdc")``) is declared at the end of this file.
 """
 from __future__ import annotations
 
@@ -22,12 +23,17 @@ import os
 
 import numpy as np
 
-from .common import ListedSegmentationDataset, save_npz
+from .augment import RandomGenerator
+from .common import ListedSegmentationDataset, minmax_normalize, save_npz
+from .registry import DatasetSpec, PhantomSpec, RawInput, register_dataset
 
-ACDC_CLASS_NAMES = ["RV", "Myo", "LV"]
+ACDC_CLASS_NAMES = ("RV", "Myo", "LV")
 ACDC_NUM_CLASSES = len(ACDC_CLASS_NAMES) + 1
 ACDC_SPLITS = ("train", "valid", "test")
 ACDC_PHASES = ("ED", "ES")
+# The axes of the prepared [D, H, W], used by the preparation (prepare_acdc) and by prediction on raw scans (the
+# spec's RawInput below): nibabel's (x, y, z) -> [z, x, y], the short-axis slices of the stored stack.
+SLICE_AXES = (2, 0, 1)
 FILE_SUFFIX = ".npz"
 
 
@@ -98,3 +104,20 @@ def write_acdc_case(
     if split == "train":
         return write_acdc_slices(root, split, case_name, phase, image, label)
     return [write_acdc_volume(root, split, case_name, phase, image, label)]
+
+
+# ----------------------------------------------------------------------------- registry entry
+# Imported last: the phantom writer imports the format above.
+from .acdc_phantom import write_acdc_phantom  # noqa: E402
+
+ACDC = register_dataset(DatasetSpec(
+    name="acdc", title="ACDC cardiac MRI", class_names=ACDC_CLASS_NAMES, in_chans=1, kind="volume", reader=ACDCDataset,
+    root_path="./data/ACDC", volume_path="./data/ACDC", list_dir="./lists/lists_ACDC",
+    train_split="train", val_split="valid", test_split="test", train_transform=RandomGenerator,
+    phantom=PhantomSpec(dir_name="ACDC", list_dir_name="lists_ACDC", write=write_acdc_phantom,
+                        options=("num_train", "num_valid", "num_test", "size", "depth")),
+    prepare_module="datasets.prepare_acdc",
+    # Raw MRI as the preparation reads it: min-max normalised per volume, slices along the stored third axis (short-
+    # axis stacks are oblique: no anatomical reorientation, the voxel order is kept as stored).
+    raw=RawInput(normalize=minmax_normalize, orientation=None, slice_axes=SLICE_AXES),
+))

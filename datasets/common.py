@@ -11,9 +11,9 @@ import argparse
 import os
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import h5py
 import numpy as np
@@ -80,7 +80,7 @@ def read_npz(path: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
         raise DataError(path, f"cannot read npz file (corrupt or truncated): {exc}") from exc
 
 
-def _read_h5(path: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
+def read_h5(path: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
     try:
         with h5py.File(path, "r") as handle:
             found = list(handle.keys())
@@ -105,7 +105,8 @@ def validate_pair(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Check an (image, label) pair and return them as (float32, int64); DataError otherwise."""
     if image.ndim not in ndims:
-        raise DataError(path, f"image has {image.ndim} dimensions {image.shape}, expected {' or '.join(map(str, ndims))}")
+        expected = " or ".join(map(str, ndims))
+        raise DataError(path, f"image has {image.ndim} dimensions {image.shape}, expected {expected}")
     if image.shape != label.shape:
         raise DataError(path, f"image/label shape mismatch: image {image.shape} vs label {label.shape}")
     if not (np.issubdtype(image.dtype, np.number) and np.issubdtype(label.dtype, np.number)):
@@ -130,7 +131,8 @@ def check_labels(path: str, label: np.ndarray, num_classes: int) -> None:
         raise DataError(path, "label contains non-integer values")
     low, high = label.min(), label.max()
     if low < 0 or high >= num_classes:
-        raise DataError(path, f"label values in [{low:g}, {high:g}] outside [0, {num_classes}) (num_classes={num_classes})")
+        raise DataError(path, f"label values in [{low:g}, {high:g}] outside [0, {num_classes}) "
+                              f"(num_classes={num_classes})")
 
 
 def load_nifti(path: str | os.PathLike) -> np.ndarray:
@@ -175,7 +177,7 @@ def load_pair(
     if path.endswith(NPZ_SUFFIX):
         arrays = read_npz(path, (image_key, label_key))
     elif path.endswith(H5_SUFFIX):
-        arrays = _read_h5(path, (image_key, label_key))
+        arrays = read_h5(path, (image_key, label_key))
     else:
         raise DataError(path, f"unsupported file type (expected {NPZ_SUFFIX} or {H5_SUFFIX})")
     return validate_pair(path, arrays[image_key], arrays[label_key], num_classes, ndims)

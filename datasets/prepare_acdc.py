@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .acdc import ACDC_NUM_CLASSES, ACDC_PHASES, ACDC_SPLITS, acdc_case_name, write_acdc_case
+from .acdc import ACDC_NUM_CLASSES, ACDC_PHASES, ACDC_SPLITS, SLICE_AXES, acdc_case_name, write_acdc_case
 from .common import DataError, load_nifti_pair, minmax_normalize, split_in_blocks, write_list
 
 SPLIT_FRACTIONS = (0.7, 0.1, 0.2)
@@ -80,8 +80,8 @@ def load_phase(patient_dir: str, frame: int) -> tuple[np.ndarray, np.ndarray]:
     """One phase: image float32 [D,H,W] normalised to [0,1], label uint8 [D,H,W] in 0..3."""
     image_path, label_path = frame_path(patient_dir, frame, ""), frame_path(patient_dir, frame, "_gt")
     image, label = load_nifti_pair(image_path, label_path, ACDC_NUM_CLASSES)
-    image = np.transpose(minmax_normalize(image), (2, 0, 1))
-    label = np.transpose(label.astype(np.uint8), (2, 0, 1))
+    image = np.transpose(minmax_normalize(image), SLICE_AXES)
+    label = np.transpose(label.astype(np.uint8), SLICE_AXES)
     return np.ascontiguousarray(image), np.ascontiguousarray(label)
 
 

@@ -213,7 +213,7 @@ def segpc_items(
 
 def prepare_segpc2021(
     src: str, out: str, list_dir: str, size: int = DEFAULT_SIZE, seed: int | None = None, mode: str = "crop",
-    scale: float = SEGPC2021_CROP_SCALE,
+    scale: float = SEGPC2021_CROP_SCALE
 ) -> dict[str, list[str]]:
     """Convert the labelled official images; returns the list entries per split."""
     if mode not in MODES:

@@ -22,24 +22,20 @@ from collections.abc import Sequence
 import numpy as np
 
 from .common import DataError, load_nifti_pair, write_list
-from .synapse import (
-    SYNAPSE_TEST_CASES, TEST_DIR_NAME, TEST_SPLIT, TRAIN_DIR_NAME, TRAIN_SPLIT,
-    synapse_case_name, write_synapse_test_case, write_synapse_train_case,
+from .synapse import (  # HU window and scaling, slice axes: shared with prediction on raw scans (the spec)
+    HU_MAX, HU_MIN, SLICE_AXES, SYNAPSE_TEST_CASES, TEST_DIR_NAME, TEST_SPLIT, TRAIN_DIR_NAME, TRAIN_SPLIT,
+    clip_and_scale_hu, synapse_case_name, write_synapse_test_case, write_synapse_train_case,
 )
 
-HU_MIN, HU_MAX = -125.0, 275.0
+__all__ = ["HU_MIN", "HU_MAX", "clip_and_scale_hu", "map_btcv_labels", "find_raw_cases", "load_raw_case",
+           "prepare_synapse", "main"]
+
 NUM_BTCV_LABELS = 13
 # BTCV label -> TransUNet label (1 aorta, 2 gallbladder, 3 kidney_left, 4 kidney_right,
 # 5 liver, 6 pancreas, 7 spleen, 8 stomach). Esophagus (5), IVC (9), portal/splenic vein
 # (10) and the adrenal glands (12, 13) become background.
 BTCV_TO_TRANSUNET = {1: 7, 2: 4, 3: 3, 4: 2, 6: 5, 7: 8, 8: 1, 11: 6}
 IMAGE_PATTERN = re.compile(r"^img(\d+)\.nii(\.gz)?$")
-
-
-def clip_and_scale_hu(volume: np.ndarray, hu_min: float = HU_MIN, hu_max: float = HU_MAX) -> np.ndarray:
-    """Clip CT values to [hu_min, hu_max] and scale linearly to [0, 1] (float32)."""
-    volume = np.clip(np.asarray(volume, dtype=np.float64), hu_min, hu_max)
-    return ((volume - hu_min) / (hu_max - hu_min)).astype(np.float32)
 
 
 def map_btcv_labels(label: np.ndarray) -> np.ndarray:
@@ -76,8 +72,8 @@ def find_raw_cases(raw_dir: str) -> dict[int, tuple[str, str]]:
 def load_raw_case(image_path: str, label_path: str) -> tuple[np.ndarray, np.ndarray]:
     """One preprocessed case: image float32 [D,H,W] in [0,1], label uint8 [D,H,W]."""
     image, label = load_nifti_pair(image_path, label_path, NUM_BTCV_LABELS + 1)
-    image = np.transpose(clip_and_scale_hu(image), (2, 0, 1))  # (x, y, z) -> [z, x, y] as TransUNet
-    label = np.transpose(map_btcv_labels(label), (2, 0, 1))
+    image = np.transpose(clip_and_scale_hu(image), SLICE_AXES)
+    label = np.transpose(map_btcv_labels(label), SLICE_AXES)
     return np.ascontiguousarray(image), np.ascontiguousarray(label)
 
 

@@ -25,8 +25,8 @@ from PIL import Image, UnidentifiedImageError
 
 from .augment_rgb import normalize_image
 from .common import (
-    NPZ_SUFFIX, DataError, ListedSegmentationDataset, check_labels, positive_int, read_npz, save_npz,
-    split_in_blocks, write_list,
+    NPZ_SUFFIX, DataError, ListedSegmentationDataset, check_labels, positive_int, read_npz, save_npz, split_in_blocks,
+    write_list,
 )
 
 __all__ = [

@@ -9,12 +9,15 @@ Layout (written by ``python -m datasets.prepare_segpc2021``; see :mod:`datasets.
 
 Labels: 0 background, 1 cytoplasm, 2 nucleus (the official instance masks mark cytoplasm
 with grey value 20 and nucleus with 40).
+The registry entry (``get_dataset("segpc2021")``) is declared at the end of this file.
 """
 from __future__ import annotations
 
-from .rgb import RGBSegmentationDataset
+from .augment_rgb import RGBAugment, normalize_image
+from .registry import DatasetSpec, PhantomSpec, RawInput, register_dataset
+from .rgb import RGB_SPLITS, RGBSegmentationDataset, resize_image, resize_label
 
-SEGPC2021_CLASS_NAMES = ["cytoplasm", "nucleus"]
+SEGPC2021_CLASS_NAMES = ("cytoplasm", "nucleus")
 SEGPC2021_NUM_CLASSES = len(SEGPC2021_CLASS_NAMES) + 1
 SEGPC2021_DIR_NAME = "SegPC2021"
 SEGPC2021_LIST_DIR_NAME = "lists_SegPC2021"
@@ -41,3 +44,22 @@ def segpc_item_name(image_name: str, instance: str | None = None) -> str:
 
 class SegPC2021Dataset(RGBSegmentationDataset):
     """Prepared SegPC-2021 crops/fields; ``base_dir`` is the prepared folder (e.g. ``./data/SegPC2021``)."""
+
+
+# ----------------------------------------------------------------------------- registry entry
+# Imported last: the phantom writers (and the preparation code they reuse) import the format above.
+from .segpc2021_phantom import write_segpc2021_download, write_segpc2021_phantom  # noqa: E402
+
+SEGPC2021 = register_dataset(DatasetSpec(
+    name="segpc2021", title="SegPC-2021 multiple-myeloma cells (microscopy)", class_names=SEGPC2021_CLASS_NAMES,
+    in_chans=3, kind="image", reader=SegPC2021Dataset, root_path=f"./data/{SEGPC2021_DIR_NAME}",
+    volume_path=f"./data/{SEGPC2021_DIR_NAME}", list_dir=f"./lists/{SEGPC2021_LIST_DIR_NAME}",
+    train_split=RGB_SPLITS[0], val_split=RGB_SPLITS[1], test_split=RGB_SPLITS[2], train_transform=RGBAugment,
+    phantom=PhantomSpec(dir_name=SEGPC2021_DIR_NAME, list_dir_name=SEGPC2021_LIST_DIR_NAME,
+                        write=write_segpc2021_phantom, options=("num_train", "num_val", "num_test", "size"),
+                        write_download=write_segpc2021_download),
+    prepare_module="datasets.prepare_segpc2021",
+    # Raw RGB images as the preparation and the evaluation items treat them: resized (bilinear, antialiased) to the
+    # network's size, the preparation's default, ImageNet-normalised; the label map goes back (nearest).
+    raw=RawInput(normalize=normalize_image, resize=resize_image, resize_label=resize_label),
+))

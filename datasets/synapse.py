@@ -10,6 +10,7 @@ Layout (as released by TransUNet and read by the Sim-MPNet release):
 ``base_dir`` is the directory holding the split's files (``train_npz`` for ``train``,
 ``test_vol_h5`` for ``test_vol``), i.e. the release's ``--root_path`` / ``--volume_path``.
 Labels: 0 background, then the 8 organs in :data:`SYNAPSE_CLASS_NAMES` order.
+The registry entry (``get_dataset("synapse")``) is declared at the end of this file.
 """
 from __future__ import annotations
 
@@ -17,9 +18,11 @@ import os
 
 import numpy as np
 
+from .augment import RandomGenerator
 from .common import ListedSegmentationDataset, save_h5, save_npz
+from .registry import DatasetSpec, PhantomSpec, RawInput, register_dataset
 
-SYNAPSE_CLASS_NAMES = ["aorta", "gallbladder", "kidney_left", "kidney_right", "liver", "pancreas", "spleen", "stomach"]
+SYNAPSE_CLASS_NAMES = ("aorta", "gallbladder", "kidney_left", "kidney_right", "liver", "pancreas", "spleen", "stomach")
 SYNAPSE_NUM_CLASSES = len(SYNAPSE_CLASS_NAMES) + 1
 TRAIN_DIR_NAME = "train_npz"
 TEST_DIR_NAME = "test_vol_h5"
@@ -30,6 +33,19 @@ VOLUME_SUFFIX = ".npy.h5"
 # The TransUNet 18/12 split of the 30 BTCV training CT scans (case numbers).
 SYNAPSE_TEST_CASES = (1, 2, 3, 4, 8, 22, 25, 29, 32, 35, 36, 38)
 SYNAPSE_TRAIN_CASES = (5, 6, 7, 9, 10, 21, 23, 24, 26, 27, 28, 30, 31, 33, 34, 37, 39, 40)
+# Preprocessing of the raw BTCV CT, used by the preparation (prepare_synapse) and by prediction on raw scans (the
+# spec's RawInput below): CT window, and the axes of the prepared [D, H, W].
+HU_MIN, HU_MAX = -125.0, 275.0
+SLICE_AXES = (2, 0, 1)  # nibabel's (x, y, z) -> [z, x, y] as TransUNet: axial slices, rows along x
+# Voxel axes of the BTCV RawData images (nibabel axis codes), kept as stored by the preparation (no reorientation):
+# x towards the patient's left, y towards posterior, z towards superior. predict.py reorients raw inputs to it.
+RAW_ORIENTATION = "LPS"
+
+
+def clip_and_scale_hu(volume: np.ndarray, hu_min: float = HU_MIN, hu_max: float = HU_MAX) -> np.ndarray:
+    """Clip CT values to [hu_min, hu_max] and scale linearly to [0, 1] (float32)."""
+    volume = np.clip(np.asarray(volume, dtype=np.float64), hu_min, hu_max)
+    return ((volume - hu_min) / (hu_max - hu_min)).astype(np.float32)
 
 
 def synapse_case_name(case_number: int) -> str:
@@ -74,3 +90,20 @@ def write_synapse_test_case(test_dir: str, case_name: str, image: np.ndarray, la
     """Write a [D,H,W] test volume to ``test_dir``; return its list entry."""
     save_h5(os.path.join(test_dir, case_name + VOLUME_SUFFIX), image=image, label=label)
     return case_name
+
+
+# ----------------------------------------------------------------------------- registry entry
+# Imported last: the phantom writer imports the format above.
+from .synapse_phantom import write_synapse_phantom  # noqa: E402
+
+SYNAPSE = register_dataset(DatasetSpec(
+    name="synapse", title="Synapse multi-organ CT", class_names=SYNAPSE_CLASS_NAMES, in_chans=1, kind="volume",
+    reader=SynapseDataset, root_path=f"./data/Synapse/{TRAIN_DIR_NAME}", volume_path=f"./data/Synapse/{TEST_DIR_NAME}",
+    list_dir="./lists/lists_Synapse", train_split=TRAIN_SPLIT, val_split=None, test_split=TEST_SPLIT,
+    train_transform=RandomGenerator,
+    phantom=PhantomSpec(dir_name="Synapse", list_dir_name="lists_Synapse", write=write_synapse_phantom,
+                        options=("num_train", "num_test", "size", "depth")),
+    prepare_module="datasets.prepare_synapse",
+    # Raw CT (HU) as the preparation reads it: window [-125, 275] scaled to [0, 1], BTCV voxel order, axial slices.
+    raw=RawInput(normalize=clip_and_scale_hu, orientation=RAW_ORIENTATION, slice_axes=SLICE_AXES),
+))

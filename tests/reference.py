@@ -9,9 +9,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from networks.attention import to_map, to_tokens
-from networks.dmwla import DMWLA
-from networks.dsgim import DSGIM
+from networks.shared.attention import to_map, to_tokens
+from networks.sim_mpnet.dmwla import DMWLA
+from networks.sim_mpnet.dsgim import DSGIM
 
 
 def softmax_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:

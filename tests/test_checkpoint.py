@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from networks import SimMPNet
-from utils.checkpoint import (CheckpointError, atomic_torch_save, atomic_write_json, atomic_write_text,
-                              build_model_from_checkpoint, capture_rng_state, config_mismatches, load_checkpoint,
-                              restore_rng_state, save_checkpoint)
+from networks.sim_mpnet import SimMPNet
+from utils.checkpoint import (
+    CheckpointError, atomic_torch_save, atomic_write_json, atomic_write_text, build_model_from_checkpoint,
+    capture_rng_state, config_mismatches, load_checkpoint, model_checkpoint, restore_rng_state, save_checkpoint,
+)
 
 TINY = dict(num_classes=3, img_size=64, img_size_s2=64, scale="pico", num_k=2, feature_dim=16, warmup_iters=2,
             pool_size=4)
@@ -60,7 +61,7 @@ def test_failed_save_keeps_previous_file(tmp_path, monkeypatch):
 def test_rng_state_round_trip_through_a_checkpoint_file(tmp_path):
     random.seed(1), np.random.seed(1), torch.manual_seed(1)
     np.random.randn()  # leaves a cached gaussian in numpy's state
-    save_checkpoint(tmp_path / "rng.pth", {"model": {}, "model_config": {}, "rng": capture_rng_state()})
+    save_checkpoint(tmp_path / "rng.pth", {"arch": "x", "model": {}, "model_config": {}, "rng": capture_rng_state()})
     expected = draw_all()
     random.seed(99), np.random.seed(99), torch.manual_seed(99)
     restore_rng_state(load_checkpoint(tmp_path / "rng.pth")["rng"])  # weights_only loading must accept it
@@ -81,7 +82,7 @@ def test_corrupt_checkpoint_names_file(tmp_path, content, problem):
 
 def test_truncated_checkpoint_is_rejected(tmp_path, tiny_model):
     path = tmp_path / "cut.pth"
-    save_checkpoint(path, {"model": tiny_model.state_dict(), "model_config": tiny_model.config})
+    save_checkpoint(path, model_checkpoint(tiny_model))
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="cannot read checkpoint"):
@@ -91,7 +92,7 @@ def test_truncated_checkpoint_is_rejected(tmp_path, tiny_model):
 def test_bare_state_dict_is_not_our_checkpoint(tmp_path, tiny_model):
     path = tmp_path / "release_style.pth"
     torch.save(tiny_model.state_dict(), path)
-    with pytest.raises(CheckpointError, match="not a Sim-MPNet checkpoint"):
+    with pytest.raises(CheckpointError, match="not a checkpoint of this codebase"):
         load_checkpoint(path)
 
 
@@ -108,7 +109,7 @@ def test_config_mismatches_ignores_unrequested_values():
 
 def test_rebuilt_model_equals_saved_model(tmp_path, tiny_model):
     path = tmp_path / "model.pth"
-    save_checkpoint(path, {"model": tiny_model.state_dict(), "model_config": tiny_model.config})
+    save_checkpoint(path, model_checkpoint(tiny_model))
     rebuilt, ckpt = build_model_from_checkpoint(path, {"num_classes": 3, "scale": None})
     assert rebuilt.config == tiny_model.config
     rebuilt_state = rebuilt.state_dict()
@@ -123,7 +124,7 @@ def test_rebuilt_model_equals_saved_model(tmp_path, tiny_model):
 
 def test_requested_architecture_contradicting_checkpoint(tmp_path, tiny_model):
     path = tmp_path / "model.pth"
-    save_checkpoint(path, {"model": tiny_model.state_dict(), "model_config": tiny_model.config})
+    save_checkpoint(path, model_checkpoint(tiny_model))
     with pytest.raises(CheckpointError) as info:
         build_model_from_checkpoint(path, {"num_classes": 9, "scale": "small"})
     message = str(info.value)
@@ -133,8 +134,9 @@ def test_requested_architecture_contradicting_checkpoint(tmp_path, tiny_model):
 
 def test_weights_not_fitting_config(tmp_path, tiny_model):
     path = tmp_path / "mixed.pth"
-    other = dict(tiny_model.config, num_classes=5)  # config says 5 classes, weights have 3
-    save_checkpoint(path, {"model": tiny_model.state_dict(), "model_config": other})
+    saved = model_checkpoint(tiny_model)
+    saved["model_config"]["num_classes"] = 5  # config says 5 classes, weights have 3
+    save_checkpoint(path, saved)
     with pytest.raises(CheckpointError, match="weights do not fit"):
         build_model_from_checkpoint(path)
 
@@ -150,7 +152,7 @@ def test_training_optimizer_is_released_adamw_and_resumes_older_optimizer_state(
     plain = [w.clone().requires_grad_(i != 2) for i, w in enumerate(weights)]
     optimizer = make_optimizer(ours, lr=1e-2)
     reference = torch.optim.AdamW(plain, lr=1e-2, weight_decay=WEIGHT_DECAY, foreach=False, fused=False)
-    for step in range(3):
+    for _ in range(3):
         for a, b in zip(ours[:2], plain[:2]):
             a.grad = torch.randn_like(a)
             b.grad = a.grad.clone()

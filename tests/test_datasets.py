@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from datasets import DATASET_INFO, build_dataset
+from datasets import build_dataset, get_dataset
 from datasets.augment import RandomGenerator, apply_params, sample_params
 from datasets.common import DataError
 from datasets.prepare_acdc import main as prepare_acdc_main
@@ -72,16 +72,17 @@ def acdc_set(tmp_path):
 
 
 # ----------------------------------------------------------------------------- loading
-def test_dataset_info_contract():
-    syn, acdc = DATASET_INFO["synapse"], DATASET_INFO["acdc"]
-    assert syn["class_names"] == ["aorta", "gallbladder", "kidney_left", "kidney_right", "liver", "pancreas",
-                                  "spleen", "stomach"]
-    assert (syn["root_path"], syn["volume_path"], syn["list_dir"]) == (
+def test_grey_dataset_specs():
+    syn, acdc = get_dataset("synapse"), get_dataset("acdc")
+    assert syn.class_names == ("aorta", "gallbladder", "kidney_left", "kidney_right", "liver", "pancreas",
+                               "spleen", "stomach")
+    assert (syn.root_path, syn.volume_path, syn.list_dir) == (
         "./data/Synapse/train_npz", "./data/Synapse/test_vol_h5", "./lists/lists_Synapse")
-    assert (syn["train_split"], syn["val_split"], syn["test_split"]) == ("train", None, "test_vol")
-    assert acdc["class_names"] == ["RV", "Myo", "LV"]
-    assert (acdc["root_path"], acdc["volume_path"], acdc["list_dir"]) == ("./data/ACDC", "./data/ACDC", "./lists/lists_ACDC")
-    assert (acdc["train_split"], acdc["val_split"], acdc["test_split"]) == ("train", "valid", "test")
+    assert (syn.train_split, syn.val_split, syn.test_split) == ("train", None, "test_vol")
+    assert acdc.class_names == ("RV", "Myo", "LV")
+    assert (acdc.root_path, acdc.volume_path, acdc.list_dir) == ("./data/ACDC", "./data/ACDC", "./lists/lists_ACDC")
+    assert (acdc.train_split, acdc.val_split, acdc.test_split) == ("train", "valid", "test")
+    assert (syn.num_classes, acdc.num_classes) == (SYN_CLASSES, ACDC_CLASSES)
 
 
 def test_synapse_items_match_files(synapse_set):
@@ -117,7 +118,7 @@ def test_acdc_items_and_valid_slices_as_one_slice_volumes(acdc_set):
 
 
 def test_build_dataset_rejects_unknown_name_and_volume_transform(synapse_set):
-    with pytest.raises(ValueError, match="unknown dataset"):
+    with pytest.raises(ValueError, match="unknown data set"):
         build_dataset("isic", synapse_set["train_dir"], synapse_set["list_dir"], "train", 2)
     with pytest.raises(ValueError, match="training slices only"):
         build_dataset("synapse", synapse_set["test_dir"], synapse_set["list_dir"], "test_vol", SYN_CLASSES,
@@ -326,10 +327,14 @@ def test_rotation_param_rotates_by_that_angle():
 
 
 def test_dataset_augmentation_is_deterministic_by_seed_epoch_index(synapse_set):
-    make = lambda seed: build_dataset("synapse", synapse_set["train_dir"], synapse_set["list_dir"], "train",
-                                      SYN_CLASSES, transform=RandomGenerator((12, 12)), seed=seed)
+    def make(seed):
+        return build_dataset("synapse", synapse_set["train_dir"], synapse_set["list_dir"], "train", SYN_CLASSES,
+                             transform=RandomGenerator((12, 12)), seed=seed)
+
+    def stack(ds):
+        return torch.stack([ds[i]["image"] for i in range(len(ds))])
+
     first, second = make(7), make(7)
-    stack = lambda ds: torch.stack([ds[i]["image"] for i in range(len(ds))])
     assert torch.equal(stack(first), stack(second))
     assert torch.equal(stack(first), stack(first))  # re-reading an item gives the same draw
     raw = build_dataset("synapse", synapse_set["train_dir"], synapse_set["list_dir"], "train", SYN_CLASSES)
@@ -370,7 +375,7 @@ def fake_synapse_raw(root, cases=(1, 5, 6), shape=(6, 7, 3)):
 
 
 def expected_synapse_label(btcv_label: np.ndarray) -> np.ndarray:
-    names = DATASET_INFO["synapse"]["class_names"]
+    names = get_dataset("synapse").class_names
     expected = np.zeros(btcv_label.shape, np.int64)
     for value, name in enumerate(BTCV_NAMES, start=1):
         if name in names:

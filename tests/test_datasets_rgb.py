@@ -9,18 +9,18 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from datasets import DATASET_INFO, build_dataset, build_train_transform
+from datasets import build_dataset, build_train_transform, get_dataset, list_datasets
 from datasets.augment import RandomGenerator
 from datasets.augment_rgb import IMAGENET_MEAN, IMAGENET_STD, RGBAugment
 from datasets.common import DataError
 from datasets.isic2018 import ISIC2018_SPLIT_FRACTIONS
-from datasets.phantom import (
-    main as phantom_main, write_isic2018_download, write_isic2018_phantom, write_segpc2021_download,
-    write_segpc2021_phantom,
-)
+from datasets.isic2018_phantom import write_isic2018_download, write_isic2018_phantom
+from datasets.phantom import main as phantom_main
 from datasets.prepare_isic2018 import main as prepare_isic_main
-from datasets.prepare_segpc2021 import crop_with_padding, main as prepare_segpc_main, nucleus_box
+from datasets.prepare_segpc2021 import crop_with_padding, nucleus_box
+from datasets.prepare_segpc2021 import main as prepare_segpc_main
 from datasets.rgb import split_names
+from datasets.segpc2021_phantom import write_segpc2021_download, write_segpc2021_phantom
 from tests.test_datasets import assert_data_error
 
 ISIC_CLASSES, SEGPC_CLASSES = 2, 3
@@ -62,21 +62,24 @@ def rgb_set(tmp_path):
 
 
 # ----------------------------------------------------------------------------- registry
-def test_dataset_info_and_transform_registry():
+def test_dataset_specs_and_transform_registry():
     assert np.allclose(IMAGENET_MEAN, MEAN) and np.allclose(IMAGENET_STD, STD)
-    assert {name: (DATASET_INFO[name]["in_chans"], DATASET_INFO[name]["kind"]) for name in DATASET_INFO} == {
+    specs = {name: get_dataset(name) for name in list_datasets()}
+    assert {name: (spec.in_chans, spec.kind) for name, spec in specs.items()} == {
         "synapse": (1, "volume"), "acdc": (1, "volume"), "isic2018": (3, "image"), "segpc2021": (3, "image")}
-    isic, segpc = DATASET_INFO["isic2018"], DATASET_INFO["segpc2021"]
-    assert len(isic["class_names"]) + 1 == ISIC_CLASSES and len(segpc["class_names"]) + 1 == SEGPC_CLASSES
-    assert (isic["root_path"], isic["list_dir"]) == ("./data/ISIC2018", "./lists/lists_ISIC2018")
-    assert (segpc["root_path"], segpc["list_dir"]) == ("./data/SegPC2021", "./lists/lists_SegPC2021")
-    for info in (isic, segpc):
-        assert (info["train_split"], info["val_split"], info["test_split"]) == ("train", "val", "test")
+    isic, segpc = specs["isic2018"], specs["segpc2021"]
+    assert isic.num_classes == ISIC_CLASSES and segpc.num_classes == SEGPC_CLASSES
+    assert (isic.root_path, isic.volume_path, isic.list_dir) == ("./data/ISIC2018", "./data/ISIC2018",
+                                                                 "./lists/lists_ISIC2018")
+    assert (segpc.root_path, segpc.volume_path, segpc.list_dir) == ("./data/SegPC2021", "./data/SegPC2021",
+                                                                    "./lists/lists_SegPC2021")
+    for spec in (isic, segpc):
+        assert (spec.train_split, spec.val_split, spec.test_split) == ("train", "val", "test")
     assert type(build_train_transform("Synapse", (8, 8))) is RandomGenerator
     assert type(build_train_transform("acdc", (8, 8))) is RandomGenerator
     assert isinstance(build_train_transform("isic2018", (8, 8)), RGBAugment)
     assert build_train_transform("segpc2021", (8, 6)).output_size == (8, 6)
-    with pytest.raises(ValueError, match="unknown dataset"):
+    with pytest.raises(ValueError, match="unknown data set"):
         build_train_transform("isic", (8, 8))
 
 
@@ -570,6 +573,6 @@ def test_phantom_cli_for_rgb_sets(tmp_path, capsys):
     leftovers = [name for _, _, files in os.walk(tmp_path) for name in files if name.endswith(".tmp")]
     assert leftovers == []
     assert phantom_main(["--dataset", "isic2018", "--out", str(tmp_path), "--depth", "3"]) == 2
-    assert "Synapse and ACDC only" in capsys.readouterr().err
+    assert "--depth applies to ACDC and Synapse only" in capsys.readouterr().err
     assert phantom_main(["--dataset", "acdc", "--out", str(tmp_path), "--official"]) == 2
     assert phantom_main(["--dataset", "isic2018", "--out", str(tmp_path), "--official", "--size", "8"]) == 2

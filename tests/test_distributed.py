@@ -1,4 +1,4 @@
-"""Data-parallel training (utils.distributed, networks.collectives): 2 gloo processes on the CPU.
+"""Data-parallel training (utils.distributed, networks.shared.collectives): 2 gloo processes on the CPU.
 
 The statement tested everywhere: N processes that each get the rank-th block of a global batch behave like one
 process fed the whole global batch — memory banks, BatchNorm, Dice loss and whole training runs — and the ranks stay
@@ -24,13 +24,15 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.utils.data import BatchSampler, RandomSampler
 
-from datasets.phantom import write_synapse_phantom
-from networks.dmwla import DMWLA
+from datasets.synapse_phantom import write_synapse_phantom
+from networks.shared.losses import DiceLoss
+from networks.sim_mpnet.dmwla import DMWLA
 from utils.checkpoint import load_checkpoint
 from utils.cli import build_train_parser
-from utils.distributed import (DistributedContext, GlobalBatchSampler, GlobalBatchNorm, convert_to_global_batchnorm,
-                               epoch_generator, state_checksums, teardown_distributed)
-from utils.losses import DiceLoss
+from utils.distributed import (
+    DistributedContext, GlobalBatchNorm, GlobalBatchSampler, convert_to_global_batchnorm, epoch_generator,
+    state_checksums, teardown_distributed,
+)
 from utils.trainer import Trainer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -223,7 +225,7 @@ class Float64Trainer(Trainer):
         return super().create_model().double()
 
     def create_optimizer(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.model.parameters(), lr=self.args.base_lr, momentum=0.9)
+        return torch.optim.SGD(self.model.parameters(), lr=self.config.base_lr, momentum=0.9)
 
 
 @pytest.fixture(scope="module")
@@ -241,9 +243,15 @@ def train_argv(phantom: dict, output_dir: Path, *extra: str) -> list[str]:
             "--base_lr", "5e-4", "--output_dir", str(output_dir), *extra]
 
 
+def checkpoint_memory_k(checkpoint: dict) -> int:
+    """W-LD's K, the same in every DMW-LA layer's ``k`` buffer."""
+    (k,) = {int(value) for name, value in checkpoint["model"].items() if name.endswith(".k")}
+    return k
+
+
 def float64_train_worker(rank: int, port: int, argv: list[str], out_dir: str) -> None:
     join_group(rank, port)
-    trainer = Float64Trainer(build_train_parser("synapse").parse_args(argv))
+    trainer = Float64Trainer(build_train_parser("synapse").parse_config(argv))
     try:
         trainer.run()
         torch.save(trainer.model.state_dict(), Path(out_dir) / f"final_rank{rank}.pt")
@@ -256,8 +264,8 @@ def test_two_process_training_matches_one_process_on_the_global_batch(phantom, t
     The k-means itself is excluded from the comparison: a partition is a discrete choice that rounding differences
     between the two runs may flip; its distributed version is compared exactly in the memory-bank test above."""
     def args(run: str, epochs: int, *extra: str):
-        return build_train_parser("synapse").parse_args(train_argv(phantom, tmp_path / run, "--max_epochs",
-                                                                   str(epochs), *extra))
+        return build_train_parser("synapse").parse_config(train_argv(phantom, tmp_path / run, "--max_epochs",
+                                                                     str(epochs), *extra))
 
     warmed = Float64Trainer(args("one", 1))
     warmed.run()
@@ -279,11 +287,12 @@ def test_two_process_training_matches_one_process_on_the_global_batch(phantom, t
     # a wrong gradient, update or member choice is off by the size of an SGD step or a bank column, far more.
     for name, value in reference.items():
         if value.is_floating_point():
-            torch.testing.assert_close(ranks[0][name], value, rtol=1e-4, atol=1e-6, msg=lambda text: f"{name}: {text}")
+            torch.testing.assert_close(ranks[0][name], value, rtol=1e-4, atol=1e-6,
+                                       msg=lambda text, name=name: f"{name}: {text}")
         else:
             assert torch.equal(ranks[0][name], value), name
     saved = load_checkpoint(tmp_path / "ddp" / "last.pth")
-    assert saved["global_step"] == 6 and saved["memory_k"] == single.model.memory_k
+    assert saved["global_step"] == 6 and checkpoint_memory_k(saved) == single.model.memory_k
     # the logged loss is the global batch's (ranks averaged), so K follows the same sequence
     logs = [list(csv.DictReader(open(tmp_path / run / "train_steps.csv"))) for run in ("ddp", "one")]
     assert [row["step"] for row in logs[0]] == [str(step) for step in range(1, 7)]
@@ -357,6 +366,7 @@ def test_killed_two_process_run_resumes_to_the_uninterrupted_state(phantom, tmp_
 
     whole, resumed = load_checkpoint(tmp_path / "whole" / "last.pth"), load_checkpoint(interrupted / "last.pth")
     assert resumed["next_epoch"] == whole["next_epoch"] == 4
-    assert resumed["global_step"] == whole["global_step"] and resumed["memory_k"] == whole["memory_k"]
+    assert resumed["global_step"] == whole["global_step"]
+    assert checkpoint_memory_k(resumed) == checkpoint_memory_k(whole)
     for name, value in whole["model"].items():
         assert torch.equal(resumed["model"][name], value), name

@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from scipy.ndimage import zoom
-
 from PIL import Image
+from scipy.ndimage import zoom
 
 from utils.inference import predict_image, predict_volume, resolve_device
 from utils.visual import class_colours, overlay, save_png, side_by_side
@@ -135,10 +134,11 @@ def test_resolve_device():
 
 
 def test_sim_mpnet_batch_size_invariant():
-    networks = pytest.importorskip("networks")
+    from networks import create_model
+
     torch.manual_seed(0)
-    model = networks.SimMPNet(num_classes=4, img_size=64, img_size_s2=64, scale="pico", pretrained=False,
-                              num_k=3, feature_dim=16, pool_size=8, warmup_iters=1).eval()
+    model = create_model("sim_mpnet", num_classes=4, img_size=64, img_size_s2=64, scale="pico", pretrained=False,
+                         num_k=3, feature_dim=16, pool_size=8, warmup_iters=1).eval()
     volume = random_volume((6, 80, 80), seed=6)
     single = predict_volume(model, volume, 64, batch_size=1)
     assert single.shape == (6, 80, 80) and single.dtype == np.int64

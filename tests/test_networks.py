@@ -12,12 +12,14 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-import networks.maxvit_encoder as maxvit_encoder
-from networks import DMWLA, DSGIM, SimMPNet, dataset_constants, model_summary, next_memory_k
-from networks.attention import clustered_attention
-from networks.config import PRETRAINED_FILES, dsgim_decay
+import networks.sim_mpnet.maxvit_encoder as maxvit_encoder
+from networks import create_model, model_summary
+from networks.registry import model_config
+from networks.shared.attention import clustered_attention
+from networks.shared.losses import MultiHeadLoss
+from networks.sim_mpnet import DMWLA, DSGIM, SimMPNet, dataset_settings, next_memory_k
+from networks.sim_mpnet.config import PRETRAINED_FILES, SimMPNetConfig, dsgim_decay
 from tests.reference import LoopDMWLA, LoopDSGIM, use_reference_impl
-from utils.losses import MultiHeadLoss
 
 TINY = dict(num_classes=4, img_size=64, img_size_s2=64, scale="pico", num_k=3, feature_dim=16, pretrained=False,
             warmup_iters=1, pool_size=8, decoder_num_k=3, decoder_feature_dim=16)
@@ -128,7 +130,7 @@ def test_warmup_then_kmeans_structures_bank_into_clusters():
     with torch.no_grad():
         layer.phi.weight.copy_(torch.eye(dim).view(dim, dim, 1, 1))
     centers = torch.eye(dim)[:num_k] * 10.0
-    for step in range(4):
+    for _ in range(4):
         assert layer.in_warmup
         blob = torch.randint(num_k, (8, 1, 1))  # every pixel of an image belongs to one random blob
         x = centers[blob.squeeze(-1).squeeze(-1)].view(8, dim, 1, 1) + 0.1 * torch.randn(8, dim, 6, 6)
@@ -190,7 +192,7 @@ def test_set_k_validates_range():
             layer.set_k(bad)
 
 
-# ----- W-LD -------------------------------------------------------------------------------------------------------------
+# ----- W-LD -----------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("previous,current,expected", [
     (1.0, 1.0, 50),     # no change: M/2
     (1.0, 0.8, 40),     # (0.5 - 0.1) * 100
@@ -209,7 +211,7 @@ def test_next_memory_k_scales_with_pool_size():
     assert next_memory_k(1.0, 0.8, 20) == 8 and next_memory_k(1.0, 0.1, 20) == 10
 
 
-# ----- DS-GIM -----------------------------------------------------------------------------------------------------------
+# ----- DS-GIM ---------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("channels,height,width", [(8, 4, 6), (12, 6, 6), (16, 8, 4)])
 def test_dsgim_matches_loop_reference(channels, height, width):
     torch.manual_seed(0)
@@ -244,7 +246,7 @@ def test_dsgim_rejects_odd_maps():
         DSGIM(4)(torch.randn(1, 4, 5, 6), 0.9)
 
 
-# ----- SimMPNet ---------------------------------------------------------------------------------------------------------
+# ----- SimMPNet -------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("scale,img_size,img_size_s2,channels", [
     ("pico", 64, 64, 1), ("pico", 96, 64, 3), ("nano", 64, 96, 1),
 ])
@@ -261,7 +263,7 @@ def test_every_trainable_parameter_gets_a_gradient(channels):
     """DistributedDataParallel needs it (no unused parameters): an RGB model has no grey-to-RGB stem."""
     torch.manual_seed(0)
     model = SimMPNet(**{**TINY, "in_chans": channels, "warmup_iters": 0}).train()
-    assert (model.gray_to_rgb is None) == (channels == 3) and model.config["in_chans"] == channels
+    assert (model.gray_to_rgb is None) == (channels == 3) and model.config.in_chans == channels
     sum(o.mean() for o in model(torch.randn(2, channels, 64, 64))).backward()
     assert [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None] == []
     with pytest.raises(ValueError, match=f"expected input \\[B, {channels}"):
@@ -463,7 +465,7 @@ def test_set_memory_k_reaches_every_layer_and_state_dict_restores_it():
     model.set_memory_k(3)
     assert model.memory_k == 3 and all(layer._k == 3 for layer in model.memory_layers())
     assert len(model.memory_layers()) == 2 + 2 + 6 + 2 + 4
-    clone = SimMPNet(**model.config, pretrained=False)
+    clone = SimMPNet(model.config, pretrained=False)
     clone.load_state_dict(model.state_dict())
     assert all(layer._k == 3 for layer in clone.memory_layers())
 
@@ -493,13 +495,30 @@ def test_invalid_configuration_messages():
         SimMPNet(**TINY)(torch.randn(1, 2, 64, 64))
 
 
-def test_dataset_constants():
-    assert dataset_constants("synapse") == dict(num_classes=9, num_k=9, feature_dim=256)
-    assert dataset_constants("ACDC") == dict(num_classes=4, num_k=4, feature_dim=128)
-    assert dataset_constants("segpc2021") == dict(num_classes=3, num_k=3, feature_dim=256)
-    assert dataset_constants("isic2018", num_k=5, feature_dim=None) == dict(num_classes=2, num_k=5, feature_dim=256)
-    with pytest.raises(ValueError):
-        dataset_constants("brats")
+@pytest.mark.parametrize("dataset, classes, num_k, feature_dim", [
+    ("synapse", 9, 9, 256), ("ACDC", 4, 4, 128), ("segpc2021", 3, 3, 256), ("isic2018", 2, 2, 256)])
+def test_per_dataset_settings_follow_the_paper(dataset, classes, num_k, feature_dim):
+    """The paper's table (Sec. 4.1): create_model for a data set picks its num_k / feature_dim; an option wins."""
+    assert dataset_settings(dataset, classes) == dict(num_k=num_k, feature_dim=feature_dim)
+    config = model_config("sim_mpnet", dataset=dataset.lower(), num_classes=classes)
+    assert (config.num_classes, config.num_k, config.feature_dim) == (classes, num_k, feature_dim)
+    assert model_config("sim_mpnet", dataset=dataset.lower(), num_classes=classes, num_k=5).num_k == 5
+
+
+def test_a_dataset_without_settings_gets_one_cluster_per_class():
+    config = model_config("sim_mpnet", dataset="brats", num_classes=5)
+    assert (config.num_k, config.feature_dim) == (5, SimMPNetConfig.feature_dim)
+
+
+def test_presets_and_unknown_options():
+    pico = model_config("sim_mpnet_pico")
+    assert (pico.scale, pico.img_size, pico.img_size_s2, pico.pool_size, pico.warmup_iters) == ("pico", 64, 64, 16, 20)
+    small = model_config("sim_mpnet")
+    assert (small.scale, small.img_size, small.img_size_s2, small.pool_size) == ("small", 256, 224, 100)
+    with pytest.raises(ValueError, match="no option"):
+        model_config("sim_mpnet", depth=3)
+    with pytest.raises(ValueError, match="unknown model"):
+        create_model("no_such_model")
 
 
 def test_model_summary_counts_parameters_and_flops():

@@ -9,17 +9,20 @@ import pytest
 import torch
 from scipy import ndimage
 
-from datasets import DATASET_INFO, build_dataset
-from datasets.phantom import acdc_case, main, synapse_case, write_acdc_phantom, write_synapse_phantom
+from datasets import build_dataset, get_dataset
+from datasets.acdc_phantom import acdc_case, write_acdc_phantom
+from datasets.phantom import main
+from datasets.synapse_phantom import synapse_case, write_synapse_phantom
 
 SYN_KW = dict(num_train=2, num_test=1, size=48, depth=8)
 ACDC_KW = dict(num_train=2, num_valid=1, num_test=1, size=48, depth=6)
-SYN_CLASSES = len(DATASET_INFO["synapse"]["class_names"]) + 1
-ACDC_CLASSES = len(DATASET_INFO["acdc"]["class_names"]) + 1
+SYN_CLASSES = get_dataset("synapse").num_classes
+ACDC_CLASSES = get_dataset("acdc").num_classes
 
 
 def write_synapse(root, seed: int = 0) -> dict:
-    return write_synapse_phantom(os.path.join(root, "Synapse"), os.path.join(root, "lists_Synapse"), seed=seed, **SYN_KW)
+    return write_synapse_phantom(os.path.join(root, "Synapse"), os.path.join(root, "lists_Synapse"), seed=seed,
+                                 **SYN_KW)
 
 
 def write_acdc(root, seed: int = 0) -> dict:
@@ -83,7 +86,9 @@ def test_synapse_phantom_loads_through_build_dataset(tmp_path):
 
 
 def test_synapse_phantom_is_deterministic_by_seed(tmp_path):
-    folders = lambda root: [os.path.join(root, "Synapse", d) for d in ("train_npz", "test_vol_h5")]
+    def folders(root):
+        return [os.path.join(root, "Synapse", d) for d in ("train_npz", "test_vol_h5")]
+
     write_synapse(tmp_path / "a", seed=3)
     write_synapse(tmp_path / "b", seed=3)
     write_synapse(tmp_path / "c", seed=4)
@@ -92,7 +97,8 @@ def test_synapse_phantom_is_deterministic_by_seed(tmp_path):
     assert all(np.array_equal(x, y) for x, y in zip(first, same))
     assert not all(np.array_equal(x, y) for x, y in zip(first, other))
     for name in ("train.txt", "test_vol.txt"):
-        assert read_lines(tmp_path / "a" / "lists_Synapse" / name) == read_lines(tmp_path / "b" / "lists_Synapse" / name)
+        lists = [tmp_path / run / "lists_Synapse" / name for run in ("a", "b")]
+        assert read_lines(lists[0]) == read_lines(lists[1])
 
 
 def test_synapse_organs_are_visible_and_vary_between_cases():
@@ -127,7 +133,8 @@ def test_acdc_phantom_format_and_loading(tmp_path):
     info = write_acdc(tmp_path)
     lists = {split: read_lines(os.path.join(info["list_dir"], f"{split}.txt")) for split in ("train", "valid", "test")}
     depth, size = ACDC_KW["depth"], ACDC_KW["size"]
-    assert lists["train"] == [f"case_{p:03d}_slice{ph}_{k}.npz" for p in (1, 2) for ph in ("ED", "ES") for k in range(depth)]
+    assert lists["train"] == [f"case_{p:03d}_slice{ph}_{k}.npz"
+                              for p in (1, 2) for ph in ("ED", "ES") for k in range(depth)]
     assert lists["valid"] == ["case_003_volume_ED.npz", "case_003_volume_ES.npz"]
     assert lists["test"] == ["case_004_volume_ED.npz", "case_004_volume_ES.npz"]
     assert info["test_cases"] == ["case_004_volume_ED", "case_004_volume_ES"]
@@ -149,7 +156,9 @@ def test_acdc_phantom_format_and_loading(tmp_path):
 
 
 def test_acdc_phantom_is_deterministic_by_seed(tmp_path):
-    folders = lambda root: [os.path.join(root, "ACDC", d) for d in ("train", "valid", "test")]
+    def folders(root):
+        return [os.path.join(root, "ACDC", d) for d in ("train", "valid", "test")]
+
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):
         write_acdc(tmp_path / name, seed=seed)
     first, same, other = (all_arrays(folders(tmp_path / d)) for d in "abc")
@@ -184,7 +193,7 @@ def test_cli_writes_the_documented_layout(tmp_path, capsys):
     leftovers = [name for _, _, files in os.walk(tmp_path) for name in files if name.endswith(".tmp")]
     assert leftovers == []
     assert main(["--dataset", "synapse", *args, "--num_valid", "1"]) == 2
-    assert "ACDC only" in capsys.readouterr().err
+    assert "--num_valid applies to ACDC, ISIC2018 and SegPC2021 only" in capsys.readouterr().err
 
 
 def test_writer_rejects_empty_splits(tmp_path):

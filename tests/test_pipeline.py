@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from datasets.phantom import write_synapse_phantom
+from datasets.synapse_phantom import write_synapse_phantom
 from utils.cli import build_test_parser, build_train_parser
 from utils.trainer import train
 from utils.visual import PANEL_GAP
@@ -110,7 +110,8 @@ def test_train_and_test_scripts_end_to_end(phantom, tmp_path):
     assert len(losses) == epochs * STEPS_PER_EPOCH
     assert k_values == expected_k_sequence(losses, wld_start, POOL_SIZE)
     assert set(k_values) != {POOL_SIZE // 2}, "W-LD never moved K: the rule was not exercised"
-    assert ckpt["memory_k"] == k_values[-1]
+    assert {int(value) for name, value in ckpt["model"].items() if name.endswith(".k")} == {k_values[-1]}
+    assert ckpt["arch"] == "sim_mpnet" and ckpt["model_extra"]["wld_previous_loss"] == pytest.approx(losses[-1])
     assert len(scalars["val/mean_dice"]) == epochs and len(scalars["test/mean_dice"]) == epochs - wld_start
 
     test_dir = tmp_path / "test"
@@ -140,7 +141,7 @@ def test_train_and_test_scripts_end_to_end(phantom, tmp_path):
 
 
 def train_args(phantom: dict, output_dir: Path, *extra: str):
-    return build_train_parser("synapse").parse_args(
+    return build_train_parser("synapse").parse_config(
         [*data_args(phantom), *TINY, "--wld_start_epoch", "1", "--output_dir", str(output_dir), *extra])
 
 
@@ -155,7 +156,7 @@ def test_resume_continues_exactly(phantom, tmp_path):
     split = torch.load(tmp_path / "split" / "last.pth", weights_only=True)
 
     assert split["global_step"] == straight["global_step"] == epochs * STEPS_PER_EPOCH
-    for key in ("next_epoch", "memory_k", "wld_previous_loss", "best_val_dice"):
+    for key in ("next_epoch", "model_extra", "best_val_dice"):
         assert split[key] == straight[key], key
     assert straight["model"].keys() == split["model"].keys()
     buffers = [name for name in straight["model"] if "pool" in name or "prototypes" in name]

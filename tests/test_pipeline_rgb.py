@@ -15,10 +15,11 @@ import torch
 from PIL import Image
 from scipy.ndimage import zoom
 
-from datasets.phantom import write_isic2018_phantom, write_segpc2021_phantom
-from networks import SimMPNet
+from datasets.isic2018_phantom import write_isic2018_phantom
+from datasets.segpc2021_phantom import write_segpc2021_phantom
+from networks.sim_mpnet import SimMPNet
 from tests.test_pipeline import naive_dice
-from utils.checkpoint import build_model_from_checkpoint, save_checkpoint
+from utils.checkpoint import build_model_from_checkpoint, model_checkpoint, save_checkpoint
 from utils.cli import build_test_parser, run_cli
 from utils.evaluator import evaluate
 from utils.visual import PANEL_GAP, class_colours
@@ -145,7 +146,7 @@ def test_scores_and_overlays_match_a_naive_prediction(trained):
 
 def cli_error(capsys, dataset: str, *argv: str) -> str:
     """The single `error: ...` line of test_<dataset>.py's entry, which must exit with code 2."""
-    assert run_cli(evaluate, build_test_parser(dataset).parse_args(list(argv))) == 2
+    assert run_cli(evaluate, build_test_parser(dataset).parse_config(list(argv))) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), lines
     return lines[0]
@@ -166,7 +167,7 @@ def test_grey_checkpoint_is_refused_for_an_rgb_set(tmp_path, capsys):
     grey = SimMPNet(num_classes=2, in_chans=1, img_size=IMG_SIZE, img_size_s2=IMG_SIZE, scale="pico", num_k=2,
                     feature_dim=16, pool_size=4, warmup_iters=0, pretrained=False)
     checkpoint = tmp_path / "grey.pth"
-    save_checkpoint(checkpoint, {"model": grey.state_dict(), "model_config": grey.config})
+    save_checkpoint(checkpoint, model_checkpoint(grey))
     message = cli_error(capsys, "isic2018", *data_args(phantom), "--checkpoint", str(checkpoint), "--output_dir",
                         str(tmp_path / "out"), "--device", "cpu")
     assert str(checkpoint) in message and "1-channel" in message and "3 channel" in message

@@ -20,17 +20,19 @@ from scipy.ndimage import zoom
 import visualize
 from datasets.augment_rgb import normalize_image
 from datasets.common import DataError
-from datasets.phantom import write_synapse_phantom
 from datasets.rgb import write_rgb_item, write_split_lists
-from networks import SimMPNet
-from networks.attention import to_tokens
+from datasets.synapse_phantom import write_synapse_phantom
+from networks import create_model
+from networks.shared.attention import to_tokens
+from networks.sim_mpnet import SimMPNet
 from utils import plots
-from utils.checkpoint import CheckpointError, build_model_from_checkpoint, save_checkpoint
+from utils.checkpoint import CheckpointError, build_model_from_checkpoint, model_checkpoint, save_checkpoint
 from utils.cli import build_train_parser
 from utils.inference import predict_image
 from utils.trainer import train
-from utils.visual import (LEGEND_ITEM_WIDTH, PANEL_GAP, TEXT_HEIGHT, class_colours, display_rgb, image_grid, legend,
-                          overlay)
+from utils.visual import (
+    LEGEND_ITEM_WIDTH, PANEL_GAP, TEXT_HEIGHT, class_colours, display_rgb, image_grid, legend, overlay,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 SIZE, DEPTH, POOL_SIZE, STEPS, EPOCHS = 64, 6, 8, 5, 2
@@ -48,7 +50,7 @@ def run(tmp_path_factory) -> dict:
     phantom = write_synapse_phantom(root / "Synapse", root / "lists", num_train=2, num_test=1, size=SIZE,
                                     depth=DEPTH, seed=0)
     run_dir = root / "run"
-    train(build_train_parser("synapse").parse_args(
+    train(build_train_parser("synapse").parse_config(
         ["--root_path", phantom["root_path"], "--volume_path", phantom["volume_path"], "--list_dir",
          phantom["list_dir"], *TINY, "--output_dir", str(run_dir)]))
     case = phantom["test_cases"][0]
@@ -145,7 +147,7 @@ def test_k_curve_of_the_run(run, tmp_path):
     assert pixels.shape[:2] == tuple(round(inches * plots.DPI) for inches in plots.K_CURVE_FIGSIZE[::-1])
     assert_not_blank(pixels)
 
-    figure = plots.k_curve_figure(plots.load_step_log(run["dir"]), POOL_SIZE)
+    figure = plots.k_curve_figure(plots.load_step_log(run["dir"], (plots.K_COLUMN,)), POOL_SIZE)
     (axes,) = figure.axes
     np.testing.assert_array_equal(axes.lines[0].get_xydata(),
                                   [[s, float(steps_csv[s]["memory_k"])] for s in sorted(steps_csv)])
@@ -263,7 +265,7 @@ def rgb_set(tmp_path_factory) -> dict:
     model = SimMPNet(num_classes=2, in_chans=3, img_size=SIZE, img_size_s2=SIZE, scale="pico", num_k=3,
                      feature_dim=16, pool_size=4, warmup_iters=0, pretrained=False)
     checkpoint = root / "rgb.pth"
-    save_checkpoint(checkpoint, {"model": model.state_dict(), "model_config": model.config})
+    save_checkpoint(checkpoint, model_checkpoint(model))
     rng, side = np.random.default_rng(0), 48
     images = {name: rng.integers(0, 256, (side, side, 3), dtype=np.uint8) for name in ("img_a", "img_b")}
     label = np.zeros((side, side), np.uint8)
@@ -400,6 +402,13 @@ def test_cli_bad_input_gives_one_line_and_exit_code_2(run, tmp_path, capsys):
     message = cli_error(capsys, "clusters", *checkpoint, "--layer", str(layers))
     assert f"index {layers} out of range" in message and "0: encoder2.stages.0.0 (32 channels, 16x16 map" in message
     assert not list(tmp_path.glob("*.png"))
+
+    unet = tmp_path / "unet.pth"
+    save_checkpoint(unet, model_checkpoint(create_model("unet", num_classes=9, in_chans=1, img_size=SIZE)))
+    message = cli_error(capsys, "layers", "--checkpoint", str(unet))
+    assert "unet has no memory (DMW-LA) layers" in message
+    message = cli_error(capsys, "clusters", *checkpoint[:1], str(unet), *checkpoint[2:], "--layer", "0")
+    assert "no memory (DMW-LA) layers" in message
 
     assert visualize.main(["layers", "--checkpoint", str(run["checkpoint"])]) == 0
     listed = capsys.readouterr().out.strip().splitlines()

@@ -9,18 +9,18 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
+from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 import torch
 
-from datasets.phantom import write_synapse_phantom
-from networks import SimMPNet
-from utils.checkpoint import save_checkpoint
+from datasets.synapse_phantom import write_synapse_phantom
+from networks.sim_mpnet import SimMPNet
+from utils.checkpoint import model_checkpoint, save_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_MODEL = dict(img_size=64, img_size_s2=64, scale="pico", num_k=2, feature_dim=16, warmup_iters=2, pool_size=4)
@@ -37,7 +37,7 @@ def pristine(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     for classes in (9, 4):
         model = SimMPNet(num_classes=classes, **TINY_MODEL, pretrained=False)
-        save_checkpoint(root / f"model{classes}.pth", {"model": model.state_dict(), "model_config": model.config})
+        save_checkpoint(root / f"model{classes}.pth", model_checkpoint(model))
     torch.save(model.state_dict(), root / "bare_state_dict.pth")
     return root
 
@@ -167,7 +167,7 @@ def checkpoint_of_other_class_count(ws: Path) -> Case:
 
 def checkpoint_of_other_architecture(ws: Path) -> Case:
     return ("test_synapse.py", eval_options(ws, "bare_state_dict.pth"), ws / "bare_state_dict.pth",
-            "not a Sim-MPNet checkpoint")
+            "not a checkpoint of this codebase")
 
 
 def flag_contradicting_checkpoint(ws: Path) -> Case:

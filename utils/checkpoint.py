@@ -5,25 +5,31 @@ Every file the pipeline writes goes through :func:`atomic_write_bytes` (``<name>
 
 A checkpoint is a plain dict saved with ``torch.save`` and loaded with ``weights_only=True`` (no arbitrary pickles):
 
-    format, model, model_config, optimizer, scaler, next_epoch, global_step, memory_k, wld_previous_loss,
-    best_val_dice, best_test_dice, rng, args
+    format, arch, model, model_config, model_extra, optimizer, scaler, next_epoch, global_step, best_val_dice,
+    best_test_dice, rng, args
+
+``arch`` is the registered model name and ``model_config`` its full config, so ``create_model(arch, **config)``
+rebuilds the network; ``model_extra`` is the model's ``extra_state()``. Files of an older format are converted on
+load by the converter their model family registered (``networks.registry.register_checkpoint_upgrade``).
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
 import os
 import random
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
 
-CHECKPOINT_FORMAT = "sim-mpnet/1"
+CHECKPOINT_FORMAT = "sim-mpnet/2"
 TMP_SUFFIX = ".tmp"
-REQUIRED_KEYS = ("format", "model", "model_config")
+REQUIRED_KEYS = ("format", "model", "model_config")  # and "arch" from the second format on
 
 
 class CheckpointError(Exception):
@@ -119,6 +125,14 @@ def restore_rng_state(state: Mapping) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 # Checkpoints
 # ----------------------------------------------------------------------------------------------------------------
+def model_checkpoint(model: torch.nn.Module) -> dict:
+    """The part of a checkpoint that rebuilds a registered model: arch, weights, config, extra state."""
+    if not model.arch:
+        raise ValueError(f"{type(model).__name__} names no registered architecture: build it with create_model")
+    return {"arch": model.arch, "model": model.state_dict(), "model_config": dataclasses.asdict(model.config),
+            "model_extra": model.extra_state()}
+
+
 def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> None:
     """Save a checkpoint dict atomically, stamping the format version."""
     atomic_torch_save({"format": CHECKPOINT_FORMAT, **state}, path)
@@ -138,12 +152,35 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(path, f"cannot read checkpoint (corrupt or not a PyTorch file): "
                                     f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
     if not isinstance(ckpt, dict) or not all(key in ckpt for key in REQUIRED_KEYS):
-        raise CheckpointError(path, "not a Sim-MPNet checkpoint of this codebase (expected a dict with "
+        raise CheckpointError(path, "not a checkpoint of this codebase (expected a dict with "
                                     f"{', '.join(REQUIRED_KEYS)}; a bare state_dict or another model's file?)")
+    ckpt = upgrade_checkpoint(ckpt)
     if ckpt["format"] != CHECKPOINT_FORMAT:
         raise CheckpointError(path, f"unsupported checkpoint format {ckpt['format']!r} "
-                                    f"(this code reads {CHECKPOINT_FORMAT!r})")
+                                    f"(this code writes {CHECKPOINT_FORMAT!r})")
+    if not isinstance(ckpt.get("arch"), str):
+        raise CheckpointError(path, "checkpoint names no model architecture ('arch')")
     return ckpt
+
+
+def upgrade_checkpoint(ckpt: dict) -> dict:
+    """``ckpt`` in the current format: an older format goes through its family's registered converter."""
+    if ckpt.get("format") == CHECKPOINT_FORMAT:
+        return ckpt
+    from networks.registry import checkpoint_upgrade  # local import: keeps `import utils.checkpoint` light
+
+    upgrade = checkpoint_upgrade(ckpt.get("format"))
+    return ckpt if upgrade is None else upgrade(ckpt)
+
+
+def peek_arch(path: str | os.PathLike) -> str | None:
+    """The ``arch`` a checkpoint names (after format conversion), or None when it cannot be read; the tensors are
+    memory-mapped, not read. Parsers use it to declare the right model's options; loading reports errors."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - unreadable here is reported by the real load, with its reason
+        return None
+    return upgrade_checkpoint(ckpt).get("arch") if isinstance(ckpt, dict) else None
 
 
 def config_mismatches(saved: Mapping[str, Any], requested: Mapping[str, Any]) -> list[str]:
@@ -166,29 +203,45 @@ def check_model_config(path: str | os.PathLike, saved: Mapping[str, Any], reques
 
 
 def load_model_state(model: torch.nn.Module, ckpt: Mapping[str, Any], path: str | os.PathLike) -> None:
-    """``model.load_state_dict(ckpt['model'])`` (strict), turning key/shape mismatches into one CheckpointError."""
+    """``model.load_state_dict(ckpt['model'])`` (strict, after the model's ``upgrade_state_dict``) and its extra
+    state, turning key/shape mismatches into one CheckpointError."""
     try:
-        model.load_state_dict(ckpt["model"], strict=True)
+        model.load_state_dict(model.upgrade_state_dict(dict(ckpt["model"])), strict=True)
+        model.load_extra_state(ckpt.get("model_extra") or {})
     except RuntimeError as exc:
         detail = " ".join(str(exc).split())
         raise CheckpointError(path, f"weights do not fit the model built from its config: {detail[:500]}") from exc
 
 
-def build_model_from_checkpoint(path: str | os.PathLike, requested: Mapping[str, Any] | None = None,
-                                map_location: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
-    """Rebuild ``SimMPNet(**ckpt['model_config'], pretrained=False)`` and load its weights.
+def saved_model_config(ckpt: Mapping[str, Any], path: str | os.PathLike) -> dict:
+    """The checkpoint's model config with every field of the family's current config: fields added after the file
+    was written take their defaults (the values the older code had as constants)."""
+    from networks.registry import model_config  # local import: keeps `import utils.checkpoint` light
 
-    ``requested`` holds architecture settings given on the command line (None = take the checkpoint's);
-    any contradiction raises :class:`CheckpointError`. Returns ``(model, checkpoint_dict)``.
+    try:
+        return dataclasses.asdict(model_config(ckpt["arch"], **ckpt["model_config"]))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(path, f"arch {ckpt['arch']!r} and model_config cannot build a model: {exc}") from exc
+
+
+def build_model_from_checkpoint(path: str | os.PathLike, requested: Mapping[str, Any] | None = None,
+                                map_location: str | torch.device = "cpu",
+                                arch: str | None = None) -> tuple[torch.nn.Module, dict]:
+    """``create_model(ckpt['arch'], **ckpt['model_config'], pretrained=False)`` with its weights loaded.
+
+    ``requested`` holds architecture settings given on the command line (None = take the checkpoint's) and ``arch``
+    a model name asked for; any contradiction raises :class:`CheckpointError`. Returns ``(model, checkpoint_dict)``.
     """
-    from networks import SimMPNet  # local import: keeps `import utils.checkpoint` light
+    from networks import create_model  # local import: keeps `import utils.checkpoint` light
 
     ckpt = load_checkpoint(path, map_location=map_location)
-    config = dict(ckpt["model_config"])
+    if arch is not None and arch != ckpt["arch"]:
+        raise CheckpointError(path, f"checkpoint holds a {ckpt['arch']!r} model, requested {arch!r}")
+    config = saved_model_config(ckpt, path)
     check_model_config(path, config, requested or {})
     try:
-        model = SimMPNet(**config, pretrained=False)
+        model = create_model(ckpt["arch"], pretrained=False, **config)
     except (TypeError, ValueError) as exc:
-        raise CheckpointError(path, f"model_config cannot build a SimMPNet: {exc}") from exc
+        raise CheckpointError(path, f"arch {ckpt['arch']!r} and model_config cannot build a model: {exc}") from exc
     load_model_state(model, ckpt, path)
     return model, ckpt

@@ -1,33 +1,38 @@
-"""Command-line parsers shared by the four scripts, plus the top-level error handler.
+"""Command-line parsers of the train/test scripts, built from the registries, plus the top-level error handler.
 
-One parser builder per role (``build_train_parser`` / ``build_test_parser``) parameterised by the data set. Option
-names of the authors' release are kept so that its commands still work; options that mean nothing here are accepted
-and ignored with a note (``args.notes``, logged at start). Values that depend on other options (run directory,
-resume path, validation list, ...) are resolved right after parsing, so ``parser.parse_args()`` returns final args.
+One parser builder per role (``build_train_parser`` / ``build_test_parser``): ``train.py`` / ``test.py`` take
+``--model NAME --dataset NAME``; ``train_<dataset>.py`` / ``test_<dataset>.py`` are the same with the data set fixed.
+The model's options are declared once, by its family's config dataclass (fields with ``cli_option`` metadata) and
+training options (``train_options_class``): the parser reads ``--model`` (and ``--dataset``) first, then adds that
+family's options. Option names of the authors' release are kept so that its commands still work; options that mean
+nothing here are accepted and ignored with a note (``notes``, logged at start). Values that depend on other options
+(run directory, resume path, validation list, ...) are resolved right after parsing. ``parse_config`` returns the
+typed :class:`utils.config.TrainConfig` / :class:`utils.config.EvalConfig` that the library takes.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
-from datasets import DATASET_INFO
+from datasets import get_dataset, list_datasets
 from datasets.common import DataError, positive_int
-from networks import dataset_constants
-from utils.checkpoint import CheckpointError
+from networks import list_models, model_entry
+from networks.registry import model_config
+from utils.checkpoint import CheckpointError, peek_arch
+from utils.config import EvalConfig, TrainConfig, config_from_namespace
+from utils.inference import TTA_MODES
 
-SCALES = ("pico", "nano", "tiny", "small")
+DEFAULT_MODEL = "sim_mpnet"
 AMP_MODES = ("none", "bf16", "fp16")
 METRIC_PROTOCOLS = ("transunet", "strict")
-DATASET_TITLES = {"synapse": "Synapse multi-organ CT", "acdc": "ACDC cardiac MRI",
-                  "isic2018": "ISIC-2018 skin lesions (dermoscopy)",
-                  "segpc2021": "SegPC-2021 multiple-myeloma cells (microscopy)"}
 
-# The release's training recipe (train_synapse.py / trainer.py), used for every data set.
-RECIPE = dict(batch_size=20, base_lr=1e-4, max_epochs=300, img_size=256, img_size_s2=224, seed=2222,
-              pool_size=100, warmup_iters=2000, wld_start_epoch=100)
+# The release's training recipe (train_synapse.py / trainer.py), used for every model and data set.
+RECIPE = dict(batch_size=20, base_lr=1e-4, max_epochs=300, seed=2222)
 TEST_BATCH_SIZE = 16  # slices per inference batch (2-D image sets infer one image at a time)
 RUNS_DIR = "runs"
 NONE_WORDS = ("none", "null", "")
@@ -41,19 +46,18 @@ IGNORED_OPTIONS = {
     "test": {"n_gpu": _NO_GPU_COUNT, "max_iterations": "not used for testing",
              "max_epochs": "not used for testing", "base_lr": "not used for testing"},
 }
+_ARGPARSE_TYPES = {"int": int, "float": float, "str": str}
 
 
 def canonical_dataset(name: str) -> str:
     """'Synapse' -> 'synapse'; raises ValueError for an unknown data set."""
-    key = name.lower()
-    if key not in DATASET_INFO:
-        raise ValueError(f"unknown data set {name!r}; known: {', '.join(sorted(DATASET_INFO))}")
-    return key
+    return get_dataset(name).name
 
 
-def default_run_dir(dataset: str, scale: str, img_size: int) -> str:
-    """``runs/<dataset>_<scale>_<img_size>``."""
-    return os.path.join(RUNS_DIR, f"{dataset}_{scale}_{img_size}")
+def default_run_dir(dataset: str, tag: str, img_size: int) -> str:
+    """``runs/<dataset>_<tag>_<img_size>``; the tag is the model's scale where it has one (the release's naming,
+    e.g. ``runs/synapse_small_256``), else the model's name."""
+    return os.path.join(RUNS_DIR, f"{dataset}_{tag}_{img_size}")
 
 
 def _optional_path(text: str) -> str | None:
@@ -77,27 +81,122 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-class _DatasetParser(argparse.ArgumentParser):
-    """ArgumentParser that resolves dependent defaults right after parsing (see the module docstring)."""
+class RunParser(argparse.ArgumentParser):
+    """Parser of one role ('train' or 'test'). It reads ``--model`` / ``--dataset`` first, adds the data set's and
+    the model family's options, and resolves dependent defaults right after parsing (see the module docstring)."""
 
-    def __init__(self, dataset: str, role: str, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.dataset = dataset
-        self.role = role
+    def __init__(self, role: str, dataset: str | None, **kwargs) -> None:
+        super().__init__(formatter_class=_HelpFormatter, **kwargs)
+        self.role, self.fixed_dataset = role, dataset
+        self.model_option_names: list[str] = []
+        self.train_option_names: list[str] = []
+        self._built = False
+
+    def _selection(self, argv: Sequence[str]) -> tuple[str, str | None]:
+        """(data set, model) named on the command line (the model may be None for testing: the checkpoint's)."""
+        first = argparse.ArgumentParser(add_help=False)
+        first.add_argument("--dataset", default=None)
+        first.add_argument("--model", default=None)
+        first.add_argument("--checkpoint", default=None)
+        known, _ = first.parse_known_args(argv)
+        dataset = self.fixed_dataset
+        if dataset is None:
+            if known.dataset is None:
+                self.error(f"--dataset is required; registered: {', '.join(list_datasets())}")
+            dataset = known.dataset
+        elif known.dataset is not None and known.dataset.lower() != dataset:
+            self.error(f"--dataset {known.dataset} contradicts this script, which handles {dataset}")
+        try:
+            dataset = canonical_dataset(dataset)
+            model = known.model
+            if model is None and self.role == "test" and known.checkpoint:
+                model = peek_arch(known.checkpoint)  # the family whose options the checkpoint can be checked with
+            model = model or DEFAULT_MODEL
+            model_entry(model)
+        except ValueError as exc:
+            self.error(str(exc))
+        return dataset, model
 
     def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
-        parsed, extras = super().parse_known_args(args, namespace)
+        argv = list(sys.argv[1:] if args is None else args)
+        if not self._built:
+            if self.fixed_dataset is None and "--dataset" not in " ".join(argv) and {"-h", "--help"} & set(argv):
+                _add_selection_help(self)  # options depend on the model and data set: say how to list them
+            else:
+                _build(self, *self._selection(argv))
+            self._built = True
+        parsed, extras = super().parse_known_args(argv, namespace)
         try:
-            _resolve(parsed, self.dataset, self.role)
+            _resolve(self, parsed)
         except ValueError as exc:
             self.error(str(exc))
         return parsed, extras
 
+    def parse_config(self, args: Sequence[str] | None = None) -> TrainConfig | EvalConfig:
+        """The typed run configuration of the command line."""
+        parsed = self.parse_args(args)
+        model_options = {name: getattr(parsed, name) for name in self.model_option_names}
+        if self.role == "train":
+            train_options = {name: getattr(parsed, name) for name in self.train_option_names}
+            return config_from_namespace(TrainConfig, parsed, model_options=model_options,
+                                         train_options=train_options)
+        return config_from_namespace(EvalConfig, parsed, model_options=model_options)
+
+
+def _add_selection_help(parser: RunParser) -> None:
+    parser.add_argument("--dataset", required=True, choices=list_datasets(), help="registered data set")
+    parser.add_argument("--model", default=DEFAULT_MODEL, choices=list_models(), help="registered model")
+    parser.epilog = "The other options depend on the model and data set: add --dataset NAME [--model NAME] to --help."
+
+
+def _build(parser: RunParser, dataset: str, model: str) -> None:
+    parser.dataset, parser.model = dataset, model
+    _add_data_options(parser, dataset, parser.role)
+    if parser.role == "test":
+        parser.add_argument("--checkpoint", default=None,
+                            help=f"checkpoint to evaluate (default: {RUNS_DIR}/<dataset>_<scale>_<img_size>/last.pth)")
+    _add_model_options(parser, dataset, model, parser.role)
+    if parser.role == "train":
+        group = parser.add_argument_group("optimisation")
+        group.add_argument("--base_lr", type=float, default=RECIPE["base_lr"], help="AdamW learning rate (constant)")
+        group.add_argument("--max_epochs", type=positive_int, default=RECIPE["max_epochs"], help="training epochs")
+        group.add_argument("--max_steps", type=positive_int, default=None,
+                           help="stop after this many optimizer steps (smoke tests)")
+        _add_train_options(parser, model)
+    _add_runtime_options(parser, parser.role)
+    if parser.role == "train":
+        group = parser.add_argument_group("output")
+        group.add_argument("--output_dir", default=None,
+                           help=f"run directory (default: {RUNS_DIR}/<dataset>_<scale or model>_<img_size>)")
+        group.add_argument("--resume", default=None,
+                           help="checkpoint to continue from, or 'auto' = <output_dir>/last.pth when it exists")
+        group.add_argument("--select_best_on_test", action="store_true",
+                           help="the release's model selection, for reproduction only: evaluate the TEST list every "
+                                "epoch from the model's first selection epoch (Sim-MPNet: --wld_start_epoch) on and "
+                                "keep best.pth")
+    else:
+        parser.add_argument("--metrics", choices=METRIC_PROTOCOLS, default="transunet",
+                            help="transunet: the protocol of published numbers; strict: missing organs are NaN")
+        group = parser.add_argument_group("output")
+        group.add_argument("--output_dir", default=None,
+                           help="where metrics.csv / summary.json go (default: <checkpoint dir>/test)")
+        group.add_argument("--is_savenii", action="store_true",
+                           help="write image/prediction/label NIfTI per case (volume data sets only)")
+        group.add_argument("--test_save_dir", default=None,
+                           help="NIfTI directory (default: <output_dir>/predictions)")
+        group.add_argument("--save-overlays", "--save_overlays", dest="save_overlays", type=_non_negative_int,
+                           default=0, metavar="N",
+                           help="PNG overlays (ground truth | prediction) of the N slices per case with the most "
+                                "foreground (2-D image sets: one per image when N >= 1), in <output_dir>/overlays")
+    _add_release_compat(parser, dataset, parser.role)
+
 
 def _add_release_compat(parser: argparse.ArgumentParser, dataset: str, role: str) -> None:
-    group = parser.add_argument_group("options of the authors' release (accepted for compatibility)")
-    group.add_argument("--dataset", default=None,
-                       help=f"data set name; must name this script's data set ({dataset}) if given")
+    group = parser.add_argument_group("selection, and options of the authors' release (accepted for compatibility)")
+    group.add_argument("--model", default=None, choices=list_models(),
+                       help=f"registered model (default: {DEFAULT_MODEL}" +
+                            ("" if role == "train" else "; testing: the checkpoint's") + ")")
+    group.add_argument("--dataset", default=None, help=f"data set name (this run: {dataset})")
     group.add_argument("--deterministic", type=int, default=1,
                        help="1: deterministic cuDNN kernels (benchmark off); 0: cuDNN autotuning")
     for name, why in IGNORED_OPTIONS[role].items():
@@ -105,51 +204,70 @@ def _add_release_compat(parser: argparse.ArgumentParser, dataset: str, role: str
 
 
 def _add_data_options(parser: argparse.ArgumentParser, dataset: str, role: str) -> None:
-    info = DATASET_INFO[dataset]
-    constants = dataset_constants(dataset)
-    group = parser.add_argument_group("data")
+    spec = get_dataset(dataset)
+    group = parser.add_argument_group(f"data ({spec.title})")
     if role == "train":
-        group.add_argument("--root_path", default=info["root_path"], help="directory of the training images/slices")
-    group.add_argument("--volume_path", default=info["volume_path"],
+        group.add_argument("--root_path", default=spec.root_path, help="directory of the training images/slices")
+    group.add_argument("--volume_path", default=spec.volume_path,
                        help="directory of the test/validation images/volumes")
-    group.add_argument("--list_dir", default=info["list_dir"], help="directory of the list files")
-    group.add_argument("--num_classes", type=positive_int, default=constants["num_classes"],
+    group.add_argument("--list_dir", default=spec.list_dir, help="directory of the list files")
+    group.add_argument("--num_classes", type=positive_int, default=spec.num_classes,
                        help="classes including background")
     if role == "train":
         group.add_argument("--num_workers", type=_non_negative_int, default=min(4, os.cpu_count() or 1),
                            help="DataLoader worker processes (0: load in the main process)")
-        group.add_argument("--val_list", type=_optional_path, default=DATASET_INFO[dataset]["val_split"],
+        group.add_argument("--val_list", type=_optional_path, default=spec.val_split,
                            help="list (in --list_dir) of images/volumes evaluated during training; 'none' disables")
         group.add_argument("--val_every", type=positive_int, default=1, help="validate every N epochs")
     else:
-        group.add_argument("--test_list", default=info["test_split"],
-                           help="list (in --list_dir) of test images/volumes")
+        group.add_argument("--test_list", default=spec.test_split, help="list (in --list_dir) of test images/volumes")
 
 
-def _add_model_options(parser: argparse.ArgumentParser, dataset: str, role: str) -> None:
-    """Architecture options. For testing they default to None = 'as stored in the checkpoint'."""
-    constants = dataset_constants(dataset)
+def _option_type(item: dataclasses.Field) -> Callable[[str], Any]:
+    kind = _ARGPARSE_TYPES[str(item.type)]
+    if kind is int:
+        return _non_negative_int if item.metadata.get("minimum") == 0 else positive_int
+    return kind
+
+
+def _add_dataclass_options(group, fields: Sequence[dataclasses.Field], defaults: Any, suffix: str = "") -> list[str]:
+    """``--<field>`` for every field with cli_option metadata; returns their names."""
+    names = []
+    for item in fields:
+        if "help" not in item.metadata:
+            continue
+        group.add_argument(f"--{item.name}", type=_option_type(item), choices=item.metadata.get("choices"),
+                           default=None if defaults is None else getattr(defaults, item.name),
+                           help=item.metadata["help"] + suffix)
+        names.append(item.name)
+    return names
+
+
+def _add_model_options(parser: RunParser, dataset: str, model: str, role: str) -> None:
+    """The family's architecture options. For testing they default to None = 'as stored in the checkpoint'."""
+    entry = model_entry(model)
+    spec = get_dataset(dataset)
     train = role == "train"
-    from_ckpt = "default: as stored in the checkpoint; a different value is an error"
-    group = parser.add_argument_group("model")
-    group.add_argument("--scale", choices=SCALES, default="small" if train else None,
-                       help="MaxViT/DMW-LA size" + ("" if train else f" ({from_ckpt})"))
-    group.add_argument("--img_size", type=positive_int, default=RECIPE["img_size"] if train else None,
-                       help="input size of the network (multiple of 32)" + ("" if train else f" ({from_ckpt})"))
-    group.add_argument("--img_size_s2", type=positive_int, default=RECIPE["img_size_s2"] if train else None,
-                       help="input size of the second encoder (multiple of 32)")
-    group.add_argument("--num_k", type=positive_int, default=constants["num_k"] if train else None,
-                       help="memory clusters per DMW-LA layer")
-    group.add_argument("--feature_dim", type=positive_int, default=constants["feature_dim"] if train else None,
-                       help="memory feature dimension")
-    group.add_argument("--pool_size", type=positive_int, default=RECIPE["pool_size"] if train else None,
-                       help="memory columns per cluster (M)")
-    group.add_argument("--warmup_iters", type=_non_negative_int, default=RECIPE["warmup_iters"] if train else None,
-                       help="training forwards that fill the memory bank before it is clustered")
+    defaults = model_config(model, dataset=dataset, num_classes=spec.num_classes, in_chans=spec.in_chans) \
+        if train else None
+    suffix = "" if train else " (default: as stored in the checkpoint; a different value is an error)"
+    group = parser.add_argument_group(f"model: {model} ({entry.description})")
+    parser.model_option_names = _add_dataclass_options(group, dataclasses.fields(entry.config_class), defaults,
+                                                       suffix)
     if train:
         group.add_argument("--pretrained", default=None,
-                           help="ImageNet weights for the MaxViT encoder: a path, or 'none' for random init "
-                                "(default: the standard file under pretrained_pth/maxvit)")
+                           help="local weights for the model's pretrained part (Sim-MPNet: the ImageNet MaxViT; "
+                                "smp baselines: the encoder), or 'none' for random init (default: the family's "
+                                "standard file where it has one; nothing is downloaded)")
+
+
+def _add_train_options(parser: RunParser, model: str) -> None:
+    """The family's training options (e.g. Sim-MPNet's --wld_start_epoch)."""
+    options_class = model_entry(model).train_options
+    if options_class is None:
+        return
+    group = parser.add_argument_group(f"training schedule of {model}")
+    parser.train_option_names = _add_dataclass_options(group, dataclasses.fields(options_class), options_class())
 
 
 def _add_runtime_options(parser: argparse.ArgumentParser, role: str) -> None:
@@ -162,11 +280,16 @@ def _add_runtime_options(parser: argparse.ArgumentParser, role: str) -> None:
                        default=RECIPE["batch_size"] if role == "train" else TEST_BATCH_SIZE,
                        help="images/slices per training batch" if role == "train"
                        else "slices per inference batch (2-D image sets: one image at a time)")
+    if role == "test":
+        group.add_argument("--tta", choices=TTA_MODES, default="none",
+                           help="test-time augmentation: flip = average the softmax probabilities over the input and "
+                                "its mirror images (vertical, horizontal, both): 4 forwards per slice/image")
     if role == "train":
         group.add_argument("--compile", action="store_true", help="torch.compile the model")
         group.add_argument("--grad_checkpointing", action="store_true",
-                           help="recompute encoder 1's MaxViT blocks in backward instead of storing them: less "
-                                "GPU memory (see README), one more MaxViT forward per step; same gradients")
+                           help="recompute activations in backward instead of storing them (Sim-MPNet: encoder 1's "
+                                "MaxViT blocks): less GPU memory (see README), one more forward per step; same "
+                                "gradients")
         group = parser.add_argument_group("multi-GPU (torchrun --nproc_per_node N ...; --batch_size is the global "
                                           "batch, split equally over the N processes)")
         group.add_argument("--sync_bn", type=int, choices=(0, 1), default=1,
@@ -177,69 +300,38 @@ def _add_runtime_options(parser: argparse.ArgumentParser, role: str) -> None:
                                 "banks (0: never; a debugging aid that costs one pass over the state)")
 
 
-def build_train_parser(dataset: str) -> argparse.ArgumentParser:
-    """Parser of ``train_<dataset>.py``."""
-    dataset = canonical_dataset(dataset)
-    parser = _DatasetParser(dataset, "train", formatter_class=_HelpFormatter,
-                            description=f"Train Sim-MPNet on {DATASET_TITLES.get(dataset, dataset)}.")
-    _add_data_options(parser, dataset, "train")
-    _add_model_options(parser, dataset, "train")
-    group = parser.add_argument_group("optimisation")
-    group.add_argument("--base_lr", type=float, default=RECIPE["base_lr"], help="AdamW learning rate (constant)")
-    group.add_argument("--max_epochs", type=positive_int, default=RECIPE["max_epochs"], help="training epochs")
-    group.add_argument("--max_steps", type=positive_int, default=None,
-                       help="stop after this many optimizer steps (smoke tests)")
-    group.add_argument("--wld_start_epoch", type=_non_negative_int, default=RECIPE["wld_start_epoch"],
-                       help="first epoch of W-LD's adaptive memory K")
-    _add_runtime_options(parser, "train")
-    group = parser.add_argument_group("output")
-    group.add_argument("--output_dir", default=None,
-                       help=f"run directory (default: {RUNS_DIR}/<dataset>_<scale>_<img_size>)")
-    group.add_argument("--resume", default=None,
-                       help="checkpoint to continue from, or 'auto' = <output_dir>/last.pth when it exists")
-    group.add_argument("--select_best_on_test", action="store_true",
-                       help="the release's model selection, for reproduction only: evaluate the TEST list every "
-                            "epoch from --wld_start_epoch on and keep best.pth")
-    _add_release_compat(parser, dataset, "train")
-    return parser
+def build_train_parser(dataset: str | None = None) -> RunParser:
+    """Parser of ``train_<dataset>.py`` (``dataset`` fixed) or of ``train.py`` (``--dataset`` required)."""
+    title = get_dataset(dataset).title if dataset else "a registered data set"
+    return RunParser("train", canonical_dataset(dataset) if dataset else None,
+                     description=f"Train a segmentation model (default {DEFAULT_MODEL}) on {title}.")
 
 
-def build_test_parser(dataset: str) -> argparse.ArgumentParser:
-    """Parser of ``test_<dataset>.py``."""
-    dataset = canonical_dataset(dataset)
-    parser = _DatasetParser(dataset, "test", formatter_class=_HelpFormatter,
-                            description=f"Evaluate Sim-MPNet on {DATASET_TITLES.get(dataset, dataset)}.")
-    _add_data_options(parser, dataset, "test")
-    parser.add_argument("--checkpoint", default=None,
-                        help=f"checkpoint to evaluate (default: {RUNS_DIR}/<dataset>_<scale>_<img_size>/last.pth)")
-    _add_model_options(parser, dataset, "test")
-    _add_runtime_options(parser, "test")
-    parser.add_argument("--metrics", choices=METRIC_PROTOCOLS, default="transunet",
-                        help="transunet: the protocol of published numbers; strict: missing organs are NaN")
-    group = parser.add_argument_group("output")
-    group.add_argument("--output_dir", default=None,
-                       help="where metrics.csv / summary.json go (default: <checkpoint dir>/test)")
-    group.add_argument("--is_savenii", action="store_true",
-                       help="write image/prediction/label NIfTI per case (volume data sets only)")
-    group.add_argument("--test_save_dir", default=None, help="NIfTI directory (default: <output_dir>/predictions)")
-    group.add_argument("--save-overlays", "--save_overlays", dest="save_overlays", type=_non_negative_int, default=0,
-                       metavar="N", help="PNG overlays (ground truth | prediction) of the N slices per case with "
-                                         "the most foreground (2-D image sets: one per image when N >= 1), in "
-                                         "<output_dir>/overlays")
-    _add_release_compat(parser, dataset, "test")
-    return parser
+def build_test_parser(dataset: str | None = None) -> RunParser:
+    """Parser of ``test_<dataset>.py`` (``dataset`` fixed) or of ``test.py`` (``--dataset`` required)."""
+    title = get_dataset(dataset).title if dataset else "a registered data set"
+    return RunParser("test", canonical_dataset(dataset) if dataset else None,
+                     description=f"Evaluate a checkpoint on {title}.")
 
 
-def _resolve(args: argparse.Namespace, dataset: str, role: str) -> None:
+def _run_tag(parser: RunParser, args: argparse.Namespace) -> tuple[str, int]:
+    """(scale or model name, img_size) of the run directory's name."""
+    if parser.role == "train":
+        return getattr(args, "scale", None) or parser.model, args.img_size
+    defaults = model_config(parser.model, dataset=parser.dataset, num_classes=args.num_classes)
+    tag = getattr(args, "scale", None) or getattr(defaults, "scale", None) or parser.model
+    return tag, getattr(args, "img_size", None) or defaults.img_size
+
+
+def _resolve(parser: RunParser, args: argparse.Namespace) -> None:
     """Fill defaults that depend on other options; collect notes about ignored options."""
-    if args.dataset is not None and args.dataset.lower() != dataset:
-        raise ValueError(f"--dataset {args.dataset} contradicts this script, which handles {dataset}")
-    args.dataset = dataset
-    args.class_names = list(DATASET_INFO[dataset]["class_names"])
+    role, dataset = parser.role, parser.dataset
+    args.dataset, args.model = dataset, parser.model
+    args.class_names = list(get_dataset(dataset).class_names)
     args.notes = [f"--{name} {getattr(args, name)} ignored: {why}" for name, why in IGNORED_OPTIONS[role].items()
                   if getattr(args, name) is not None]
     if role == "train":
-        args.output_dir = args.output_dir or default_run_dir(dataset, args.scale, args.img_size)
+        args.output_dir = args.output_dir or default_run_dir(dataset, *_run_tag(parser, args))
         if args.resume is not None and args.resume.lower() == "auto":
             last = Path(args.output_dir) / "last.pth"
             args.resume = str(last) if last.is_file() else None
@@ -248,8 +340,8 @@ def _resolve(args: argparse.Namespace, dataset: str, role: str) -> None:
         if args.pretrained is not None and args.pretrained.strip().lower() in NONE_WORDS:
             args.pretrained = False
     else:
-        args.checkpoint = args.checkpoint or os.path.join(
-            default_run_dir(dataset, args.scale or "small", args.img_size or RECIPE["img_size"]), "last.pth")
+        args.checkpoint = args.checkpoint or os.path.join(default_run_dir(dataset, *_run_tag(parser, args)),
+                                                          "last.pth")
         args.output_dir = args.output_dir or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "test")
         args.test_save_dir = args.test_save_dir or os.path.join(args.output_dir, "predictions")
 
@@ -263,7 +355,7 @@ def report_error(exc: BaseException) -> str:
     return "error: " + " ".join(text.split())
 
 
-def run_cli(entry: Callable[[argparse.Namespace], object], args: argparse.Namespace) -> int:
+def run_cli(entry: Callable[[Any], object], args: Any) -> int:
     """Run ``entry(args)``; bad input becomes one ``error: ...`` line on stderr and exit code 2."""
     try:
         entry(args)

@@ -7,9 +7,9 @@ fed the same global batches:
 * ``--batch_size`` is the GLOBAL batch; rank r trains on the r-th contiguous block of every global batch
   (:class:`GlobalBatchSampler`), so the ranks' blocks concatenated in rank order are the single-process batch;
 * BatchNorm statistics can be computed over the global batch (:class:`GlobalBatchNorm`, any device);
-* the Dice loss sums over the global batch (``utils.losses.DiceLoss(global_batch=True)``) and W-LD's K follows the
-  loss averaged over ranks;
-* the DMW-LA memory is kept identical by the layers themselves (``networks.collectives``), not by DDP's buffer
+* the Dice loss sums over the global batch (``networks.shared.losses.DiceLoss(global_batch=True)``) and the
+  model's after-step hook (Sim-MPNet: W-LD's K) sees the loss averaged over ranks;
+* the DMW-LA memory is kept identical by the layers themselves (``networks.shared.collectives``), not by DDP's buffer
   broadcast, which is switched off.
 """
 from __future__ import annotations
@@ -21,12 +21,12 @@ from datetime import timedelta
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_autograd
 from timm.layers import BatchNormAct2d
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from networks import collectives
+from networks.shared import collectives
+from networks.shared.collectives import sum_over_ranks_with_grad
 from utils.inference import resolve_device
 
 PROCESS_GROUP_TIMEOUT = timedelta(minutes=60)  # a rank may wait for rank 0 while it validates and writes checkpoints
@@ -101,11 +101,6 @@ def gather_objects(obj: object) -> list[object]:
     gathered: list[object] = [None] * collectives.world_size()
     dist.all_gather_object(gathered, obj)
     return gathered
-
-
-def sum_over_ranks_with_grad(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum over ranks that gradients flow through (each rank's inputs get the gradient of every rank's use)."""
-    return dist_autograd.all_reduce(tensor) if collectives.world_size() > 1 else tensor
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -1,43 +1,39 @@
 """Case-wise evaluation: one code path for the test scripts and for validation during training.
 
 ``evaluate_model`` predicts every case of a dataset and scores it with ``utils.metrics.case_metrics``. A case is
-what ``DATASET_INFO[name]['kind']`` says: a grey volume [D, H, W] (``'volume'``, ``predict_volume``) or one image
-[3, H, W] with a 2-D label (``'image'``, ``predict_image``). ``evaluate`` (the test scripts' entry) adds checkpoint
-loading, the printed tables and the output files (metrics.csv, summary.json, PNG overlays, and NIfTI for volumes).
+what the data set's spec says (``get_dataset(name).kind``): a grey volume [D, H, W] (``'volume'``,
+``predict_volume``) or one image [3, H, W] with a 2-D label (``'image'``, ``predict_image``). ``evaluate`` (the test
+scripts' entry) adds checkpoint loading, the printed tables and the output files (metrics.csv, summary.json, PNG
+overlays, and NIfTI for volumes).
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import gzip
 import io
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import nibabel as nib
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from datasets import DATASET_INFO, build_dataset
-
-from utils.checkpoint import (CheckpointError, atomic_write_bytes, atomic_write_json, atomic_write_text,
-                              build_model_from_checkpoint)
-from utils.inference import predict_image, predict_volume, resolve_device
+from datasets import get_dataset
+from datasets.registry import DATA_KINDS
+from utils.checkpoint import (
+    CheckpointError, atomic_write_bytes, atomic_write_json, atomic_write_text, build_model_from_checkpoint,
+)
+from utils.config import EvalConfig, TrainConfig
+from utils.inference import model_device, predict_image, predict_volume, resolve_device
 from utils.metrics import METRIC_NAMES, case_metrics, summarize
-from utils.runlog import (CreatedPaths, amp_dtype, format_table, logger, removed_on_failure, run_logging,
-                          seed_everything)
+from utils.runlog import CreatedPaths, amp_dtype, format_table, logger, removed_on_failure, run_logging, seed_everything
 from utils.visual import overlay, save_png, side_by_side
 
 CSV_COLUMNS = ("case", "class", *METRIC_NAMES)
 NIFTI_SUFFIXES = {"image": "_img.nii.gz", "prediction": "_pred.nii.gz", "label": "_gt.nii.gz"}
 NIFTI_AFFINE = np.eye(4)  # unit spacing, as the release wrote its predictions
-# Architecture options of the test parser that must agree with the checkpoint when given.
-ARCHITECTURE_OPTIONS = ("num_classes", "scale", "img_size", "img_size_s2", "num_k", "feature_dim", "pool_size",
-                        "warmup_iters")
-
-DATA_KINDS = ("volume", "image")  # DATASET_INFO[name]["kind"]
 
 CaseCallback = Callable[[str, np.ndarray, np.ndarray, np.ndarray], None]
 
@@ -50,24 +46,40 @@ def class_labels(class_names: Sequence[str], num_classes: int) -> list[str]:
 
 
 def data_kind(dataset: str) -> str:
-    """``DATASET_INFO[dataset]['kind']``: 'volume' or 'image'."""
-    return DATASET_INFO[dataset]["kind"]
+    """The data set's kind: 'volume' or 'image'."""
+    return get_dataset(dataset).kind
+
+
+ITEM_KEYS = ("image", "label", "case_name")  # an evaluation item's own entries; any others are model context
 
 
 def predict_case(model: torch.nn.Module, image: np.ndarray, *, kind: str, img_size: int, batch_size: int = 16,
-                 device: torch.device | None = None, amp: torch.dtype | None = None) -> np.ndarray:
+                 device: torch.device | None = None, amp: torch.dtype | None = None,
+                 context: dict | None = None, tta: str | None = None,
+                 return_probabilities: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Labels of one case: a volume [D, H, W] or slice [H, W] (``kind='volume'``: ``predict_volume`` in batches of
-    ``batch_size`` slices) or an image [C, H, W] (``kind='image'``: ``predict_image``)."""
+    ``batch_size`` slices) or an image [C, H, W] (``kind='image'``: ``predict_image``). ``context``: extra batch
+    entries for the model (e.g. a support set), see ``utils.inference.forward_inputs``; ``tta``: None / 'none' or
+    'flip' (``utils.inference.class_scores``); ``return_probabilities``: ``(labels, probabilities [K, ...])``."""
     if kind not in DATA_KINDS:
         raise ValueError(f"kind must be one of {', '.join(DATA_KINDS)}, got {kind!r}")
     if kind == "volume":
-        return predict_volume(model, image, img_size, batch_size=batch_size, device=device, amp_dtype=amp)
-    return predict_image(model, image, img_size, device=device, amp_dtype=amp)
+        return predict_volume(model, image, img_size, batch_size=batch_size, device=device, amp_dtype=amp,
+                              context=context, tta=tta, return_probabilities=return_probabilities)
+    return predict_image(model, image, img_size, device=device, amp_dtype=amp, context=context, tta=tta,
+                         return_probabilities=return_probabilities)
+
+
+def item_context(item: dict, model: torch.nn.Module) -> dict:
+    """The entries of an evaluation item beyond image, label and name (a data set's context for the model, e.g. a
+    support set), as tensors on the model's device."""
+    return {key: torch.as_tensor(value).to(model_device(model)) for key, value in item.items()
+            if key not in ITEM_KEYS}
 
 
 def check_input_channels(checkpoint: str | Path, model: torch.nn.Module, dataset: str) -> None:
     """CheckpointError unless the model takes the data set's channel count (1 grey, 3 RGB)."""
-    expected = DATASET_INFO[dataset]["in_chans"]
+    expected = get_dataset(dataset).in_chans
     if model.in_chans != expected:
         raise CheckpointError(checkpoint, f"the model takes {model.in_chans}-channel images but {dataset} images "
                                           f"have {expected} channel(s)")
@@ -76,9 +88,11 @@ def check_input_channels(checkpoint: str | Path, model: torch.nn.Module, dataset
 def evaluate_model(model: torch.nn.Module, dataset: torch.utils.data.Dataset, *, kind: str, img_size: int,
                    num_classes: int, protocol: str = "transunet", batch_size: int = 16,
                    device: torch.device | None = None, amp: torch.dtype | None = None,
-                   on_case: CaseCallback | None = None, desc: str = "evaluate") -> tuple[dict[str, np.ndarray], dict]:
+                   on_case: CaseCallback | None = None, desc: str = "evaluate",
+                   tta: str | None = None) -> tuple[dict[str, np.ndarray], dict]:
     """Predict and score every case of ``dataset``: volumes (``kind='volume'``: ``predict_volume`` in batches of
-    ``batch_size`` slices) or 2-D images (``kind='image'``: ``predict_image``, one image per forward).
+    ``batch_size`` slices) or 2-D images (``kind='image'``: ``predict_image``, one image per forward); ``tta='flip'``
+    averages the probabilities over mirrored inputs (``utils.inference.class_scores``).
 
     Returns ``(per_case, summary)``: ``per_case[case_name]`` is the ``[num_classes-1, 4]`` metric array of
     ``case_metrics`` (on the 3-D or 2-D label map); ``summary`` is ``utils.metrics.summarize(per_case)``.
@@ -92,7 +106,7 @@ def evaluate_model(model: torch.nn.Module, dataset: torch.utils.data.Dataset, *,
         item = dataset[index]
         image, label, case = item["image"], item["label"], item["case_name"]
         prediction = predict_case(model, image, kind=kind, img_size=img_size, batch_size=batch_size, device=device,
-                                  amp=amp)
+                                  amp=amp, context=item_context(item, model), tta=tta)
         per_case[case] = case_metrics(prediction, label, num_classes, protocol=protocol)
         if on_case is not None:
             on_case(case, image, prediction, label)
@@ -185,69 +199,74 @@ def save_image_overlay(directory: Path, case: str, image: np.ndarray, prediction
 # ----------------------------------------------------------------------------------------------------------------
 # Test-script entry
 # ----------------------------------------------------------------------------------------------------------------
-def requested_architecture(args: argparse.Namespace) -> dict:
+def requested_architecture(config: EvalConfig) -> dict:
     """Architecture settings given on the command line (None = take the checkpoint's)."""
-    return {name: getattr(args, name) for name in ARCHITECTURE_OPTIONS}
+    return {"num_classes": config.num_classes, **config.model_options}
 
 
-def build_eval_dataset(args: argparse.Namespace, split: str) -> torch.utils.data.Dataset:
+def build_eval_dataset(config: EvalConfig | TrainConfig, split: str) -> torch.utils.data.Dataset:
     """Evaluation dataset (volumes or images) of ``split`` (a list name in --list_dir) under --volume_path."""
-    return build_dataset(args.dataset, args.volume_path, args.list_dir, split, args.num_classes, seed=args.seed)
+    return get_dataset(config.dataset).build(config.volume_path, config.list_dir, split, config.num_classes,
+                                             seed=config.seed)
 
 
-def check_output_options(args: argparse.Namespace, kind: str) -> None:
+def check_output_options(config: EvalConfig, kind: str) -> None:
     """ValueError for output options that do not apply to the data kind: NIfTI is a volume format, and a 2-D
     image has no spacing or orientation to record, so ``--is_savenii`` is refused for image data sets (rather than
     skipped, so that a run asked for NIfTI files never ends without them unnoticed)."""
-    if args.is_savenii and kind == "image":
-        raise ValueError(f"--is_savenii writes NIfTI volumes, but {args.dataset} holds 2-D images; use "
+    if config.is_savenii and kind == "image":
+        raise ValueError(f"--is_savenii writes NIfTI volumes, but {config.dataset} holds 2-D images; use "
                          f"--save-overlays 1 for PNG overlays of the predictions")
 
 
-def evaluate(args: argparse.Namespace) -> dict:
-    """Evaluate ``args.checkpoint`` on the test list; write metrics.csv / summary.json (and NIfTI / overlays).
+def evaluate(config: EvalConfig) -> dict:
+    """Evaluate ``config.checkpoint`` on the test list; write metrics.csv / summary.json (and NIfTI / overlays).
 
     Input errors (options, data, checkpoint) are raised before or during the run; files created by a failed run are
     removed. Returns the summary record written to summary.json.
     """
-    kind = data_kind(args.dataset)
-    check_output_options(args, kind)
-    seed_everything(args.seed, bool(args.deterministic))
-    device = resolve_device(args.device)
-    dataset = build_eval_dataset(args, args.test_list)
-    model, _ = build_model_from_checkpoint(args.checkpoint, requested_architecture(args), map_location="cpu")
-    check_input_channels(args.checkpoint, model, args.dataset)
+    kind = data_kind(config.dataset)
+    check_output_options(config, kind)
+    seed_everything(config.seed, bool(config.deterministic))
+    device = resolve_device(config.device)
+    dataset = build_eval_dataset(config, config.test_list)
+    model, _ = build_model_from_checkpoint(config.checkpoint, requested_architecture(config), map_location="cpu",
+                                           arch=config.model)
+    check_input_channels(config.checkpoint, model, config.dataset)
     model.to(device)
-    img_size = model.config["img_size"]
-    labels = class_labels(args.class_names, args.num_classes)
-    output_dir = Path(args.output_dir)
+    img_size = model.img_size
+    labels = class_labels(config.class_names, config.num_classes)
+    output_dir = Path(config.output_dir)
 
     with removed_on_failure() as created:
         created.mkdir(output_dir)
         with run_logging(created.track(output_dir / "log.txt")):
-            for note in args.notes:
+            for note in config.notes:
                 logger.info(note)
-            logger.info("evaluating %s on %d %ss of %s (%s protocol, img_size %d, device %s)", args.checkpoint,
-                        len(dataset), kind, args.test_list, args.metrics, img_size, device)
-            on_case = _case_writer(args, kind, output_dir, created) if args.is_savenii or args.save_overlays else None
+            logger.info("evaluating %s on %d %ss of %s (%s protocol, img_size %d, device %s, tta %s)",
+                        config.checkpoint, len(dataset), kind, config.test_list, config.metrics, img_size, device,
+                        config.tta)
+            writes_files = config.is_savenii or config.save_overlays
+            on_case = _case_writer(config, kind, output_dir, created) if writes_files else None
             per_case, summary = evaluate_model(model, dataset, kind=kind, img_size=img_size,
-                                               num_classes=args.num_classes, protocol=args.metrics,
-                                               batch_size=args.batch_size, device=device, amp=amp_dtype(args.amp),
-                                               on_case=on_case, desc="test")
-            record = summary_record(summary, labels, args.metrics, str(args.checkpoint), len(per_case))
+                                               num_classes=config.num_classes, protocol=config.metrics,
+                                               batch_size=config.batch_size, device=device, amp=amp_dtype(config.amp),
+                                               on_case=on_case, desc="test", tta=config.tta)
+            record = {**summary_record(summary, labels, config.metrics, str(config.checkpoint), len(per_case)),
+                      "tta": config.tta}
             atomic_write_text(created.track(output_dir / "metrics.csv"), metrics_csv_text(per_case, labels))
             atomic_write_json(created.track(output_dir / "summary.json"), record)
             logger.info("\n%s", metric_tables(per_case, summary, labels))
             logger.info("mean DSC %.4f  mean HD95 %.4f  (%s protocol) -> %s", record["mean_dice"],
-                        record["mean_hd95"], args.metrics, output_dir / "summary.json")
+                        record["mean_hd95"], config.metrics, output_dir / "summary.json")
     return record
 
 
-def _case_writer(args: argparse.Namespace, kind: str, output_dir: Path, created: CreatedPaths) -> CaseCallback:
+def _case_writer(config: EvalConfig, kind: str, output_dir: Path, created: CreatedPaths) -> CaseCallback:
     """Callback of ``evaluate_model`` writing the per-case NIfTI files and overlays that were asked for (an image
     case has one overlay, whatever N ``--save-overlays`` asks for)."""
-    nifti_dir = created.mkdir(args.test_save_dir) if args.is_savenii else None
-    overlay_dir = created.mkdir(output_dir / "overlays") if args.save_overlays else None
+    nifti_dir = created.mkdir(config.test_save_dir) if config.is_savenii else None
+    overlay_dir = created.mkdir(output_dir / "overlays") if config.save_overlays else None
 
     def write(case: str, image: np.ndarray, prediction: np.ndarray, label: np.ndarray) -> None:
         if nifti_dir is not None:
@@ -255,9 +274,9 @@ def _case_writer(args: argparse.Namespace, kind: str, output_dir: Path, created:
         if overlay_dir is None:
             return
         if kind == "image":
-            save_image_overlay(overlay_dir, case, image, prediction, label, args.num_classes, created)
+            save_image_overlay(overlay_dir, case, image, prediction, label, config.num_classes, created)
         else:
-            save_case_overlays(overlay_dir, case, image, prediction, label, args.num_classes, args.save_overlays,
+            save_case_overlays(overlay_dir, case, image, prediction, label, config.num_classes, config.save_overlays,
                                created)
 
     return write

@@ -15,9 +15,9 @@ import csv
 import io
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -25,14 +25,15 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from datasets import DATASET_INFO, build_dataset
+from datasets import get_dataset
 from datasets.common import DataError
 from utils.checkpoint import atomic_write_bytes, build_model_from_checkpoint
 from utils.evaluator import check_input_channels, class_labels, data_kind, most_foreground_slices, predict_case
 from utils.inference import eval_mode, model_device, network_input, resolve_device
 from utils.trainer import EPOCH_LOG_COLUMNS, STEP_LOG_COLUMNS
-from utils.visual import (PANEL_GAP, WHITE, class_colours, display_rgb, image_grid, legend, overlay, save_png,
-                          side_by_side, text_strip)
+from utils.visual import (
+    PANEL_GAP, WHITE, class_colours, display_rgb, image_grid, legend, overlay, save_png, side_by_side, text_strip,
+)
 
 __all__ = [
     "STEP_LOG", "EPOCH_LOG", "CONFIG_FILE", "FigureItem", "MemoryLayer",
@@ -113,9 +114,13 @@ def _existing_run_dir(run_dir: str | Path) -> Path:
     return run_dir
 
 
-def load_step_log(run_dir: str | Path) -> dict[str, np.ndarray]:
-    """``train_steps.csv`` of a run: arrays step, epoch, loss, lr, memory_k (last row per step)."""
-    return read_run_csv(_existing_run_dir(run_dir) / STEP_LOG, "step", STEP_LOG_COLUMNS)
+K_COLUMN = "memory_k"  # the column Sim-MPNet's logged scalar wld/memory_k gets in train_steps.csv
+
+
+def load_step_log(run_dir: str | Path, model_columns: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """``train_steps.csv`` of a run: arrays step, epoch, loss, lr and the model's ``model_columns`` (its logged
+    scalars, e.g. memory_k), last row per step."""
+    return read_run_csv(_existing_run_dir(run_dir) / STEP_LOG, "step", (*STEP_LOG_COLUMNS, *model_columns))
 
 
 def load_epoch_log(run_dir: str | Path) -> dict[str, np.ndarray] | None:
@@ -169,7 +174,7 @@ def k_curve_figure(steps: Mapping[str, np.ndarray], pool_size: int | None = None
     its reset value M/2; with ``wld_start_epoch`` the first step of that epoch."""
     figure = _new_figure(K_CURVE_FIGSIZE)
     axes = figure.add_subplot()
-    axes.plot(steps["step"], steps["memory_k"], drawstyle="steps-post", color="tab:blue", label="K")
+    axes.plot(steps["step"], steps[K_COLUMN], drawstyle="steps-post", color="tab:blue", label="K")
     if pool_size is not None:
         axes.axhspan(pool_size / 4, 3 * pool_size / 4, color="tab:green", alpha=0.15,
                      label=f"[M/4, 3M/4], M = {pool_size}")
@@ -233,7 +238,7 @@ def save_figure(figure: Figure, path: str | Path, dpi: int = DPI) -> Path:
 def write_k_curve(run_dir: str | Path, out: str | Path | None = None, dpi: int = DPI) -> Path:
     """K curve of a run (``<run>/figures/k_curve.png`` unless ``out``); M and the W-LD start from config.json."""
     config = load_run_config(run_dir)
-    figure = k_curve_figure(load_step_log(run_dir), _config_value(config, "model_config", "pool_size"),
+    figure = k_curve_figure(load_step_log(run_dir, (K_COLUMN,)), _config_value(config, "model_config", "pool_size"),
                             _config_value(config, "args", "wld_start_epoch"))
     return save_figure(figure, out or Path(run_dir) / FIGURES_DIR / "k_curve.png", dpi)
 
@@ -278,10 +283,19 @@ def _run_with_hooks(model: torch.nn.Module, layers: Sequence[torch.nn.Module], i
     return received
 
 
+def memory_layers_of(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The model's memory-attention layers; ValueError for a model without any (e.g. a U-Net baseline)."""
+    layers = model.memory_layers() if hasattr(model, "memory_layers") else []
+    if not layers:
+        raise ValueError(f"{getattr(model, 'arch', '') or type(model).__name__} has no memory (DMW-LA) layers: the "
+                         "layer and cluster figures apply to Sim-MPNet checkpoints")
+    return layers
+
+
 def memory_layer_table(model: torch.nn.Module) -> list[MemoryLayer]:
     """The model's DMW-LA layers in ``memory_layers()`` order, with their feature-map sizes at the model's input
     size (found by one eval forward of a blank image)."""
-    layers = model.memory_layers()
+    layers = memory_layers_of(model)
     names = {id(module): name for name, module in model.named_modules()}
     blank = torch.zeros(1, model.in_chans, model.img_size, model.img_size, device=model_device(model))
     maps = _run_with_hooks(model, layers, blank)
@@ -290,7 +304,7 @@ def memory_layer_table(model: torch.nn.Module) -> list[MemoryLayer]:
 
 
 def _checked_layer(model: torch.nn.Module, layer_index: int) -> torch.nn.Module:
-    layers = model.memory_layers()
+    layers = memory_layers_of(model)
     if not 0 <= layer_index < len(layers):
         table = "; ".join(layer.describe() for layer in memory_layer_table(model))
         raise ValueError(f"DMW-LA layer index {layer_index} out of range [0, {len(layers) - 1}]; this model's "
@@ -349,14 +363,14 @@ def _split_selection(text: str) -> tuple[str, int | None]:
 def load_figure_items(dataset: str, selections: Sequence[str], num_classes: int,
                       volume_path: str | None = None, list_dir: str | None = None,
                       split: str | None = None) -> list[FigureItem]:
-    """Images of the evaluation split of ``dataset`` (defaults from DATASET_INFO; ``split`` defaults to its test
+    """Images of the evaluation split of ``dataset`` (defaults from its spec; ``split`` defaults to its test
     split). Volume sets: ``selections`` are 'CASE' (the slice with the most foreground) or 'CASE:SLICE'; image sets:
     image names. No selection: the split's first case. Unknown names and slice indices out of range are errors."""
-    info = DATASET_INFO[dataset]
-    data = build_dataset(dataset, volume_path or info["volume_path"], list_dir or info["list_dir"],
-                         split or info["test_split"], num_classes)
+    spec = get_dataset(dataset)
+    data = spec.build(volume_path or spec.volume_path, list_dir or spec.list_dir, split or spec.test_split,
+                      num_classes)
     index_of = {data.case_name(entry): index for index, entry in enumerate(data.entries)}
-    volumes = info["kind"] == "volume"
+    volumes = spec.kind == "volume"
     items, loaded = [], {}
     for text in selections or [next(iter(index_of))]:
         case, slice_index = _split_selection(text) if volumes else (text, None)
@@ -497,8 +511,9 @@ def write_prediction_overlays(checkpoint: str | Path, dataset: str, cases: Seque
     items = load_figure_items(dataset, cases, model.num_classes, volume_path, list_dir, split)
     kind = data_kind(dataset)
     predictions = [predict_case(model, item.image, kind=kind, img_size=model.img_size) for item in items]
-    names = class_labels(DATASET_INFO[dataset]["class_names"], model.num_classes)
-    figure = prediction_grid(items, predictions, names, f"{dataset} {split or DATASET_INFO[dataset]['test_split']}: "
+    spec = get_dataset(dataset)
+    names = class_labels(spec.class_names, model.num_classes)
+    figure = prediction_grid(items, predictions, names, f"{dataset} {split or spec.test_split}: "
                                                         f"ground truth and prediction of {checkpoint}")
     path = Path(out) if out else _default_figure_path(checkpoint, "predictions.png")
     save_png(path, figure)

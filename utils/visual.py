@@ -6,8 +6,8 @@ import colorsys
 import functools
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -133,7 +133,7 @@ def image_grid(rows: Sequence[Sequence[np.ndarray]], gap: int = PANEL_GAP) -> np
     return grid
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _font(size: int = FONT_SIZE) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     return ImageFont.load_default(size=size)
 

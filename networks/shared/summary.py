@@ -18,7 +18,11 @@ def model_summary(model: nn.Module, img_size: int, in_chans: int | None = None) 
     model.eval()
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(torch.zeros(1, in_chans, img_size, img_size, device=parameter.device, dtype=parameter.dtype))
+            image = torch.zeros(1, in_chans, img_size, img_size, device=parameter.device, dtype=parameter.dtype)
+            if hasattr(model, "forward_batch"):  # a registered model, with the context it needs (e.g. supports)
+                model.forward_batch({"image": image, **model.example_context(image)})
+            else:
+                model(image)
     finally:
         model.train(was_training)
     return dict(params=sum(p.numel() for p in model.parameters()),

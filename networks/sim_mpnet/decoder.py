@@ -8,8 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import (CHANNEL_ATTENTION_REDUCTION, DECODER_FEATURE_DIM, DECODER_NUM_K, POOL_SIZE,
-                     SPATIAL_ATTENTION_KERNEL, WARMUP_ITERS)
+from .config import SimMPNetConfig
 from .dmwla import DMWLA
 
 
@@ -38,7 +37,7 @@ class UpConv(nn.Module):
 class ChannelAttention(nn.Module):
     """CBAM channel attention: a shared MLP on average- and max-pooled channels, sigmoid gate [B, C, 1, 1]."""
 
-    def __init__(self, channels: int, reduction: int = CHANNEL_ATTENTION_REDUCTION):
+    def __init__(self, channels: int, reduction: int = SimMPNetConfig.channel_attention_reduction):
         super().__init__()
         hidden = max(channels // reduction, 1)
         self.mlp = nn.Sequential(nn.Conv2d(channels, hidden, 1, bias=False), nn.ReLU(),
@@ -51,7 +50,7 @@ class ChannelAttention(nn.Module):
 class SpatialAttention(nn.Module):
     """CBAM spatial attention: conv over channel mean and max, sigmoid gate [B, 1, H, W]."""
 
-    def __init__(self, kernel_size: int = SPATIAL_ATTENTION_KERNEL):
+    def __init__(self, kernel_size: int = SimMPNetConfig.spatial_attention_kernel):
         super().__init__()
         self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
 
@@ -63,10 +62,11 @@ class SpatialAttention(nn.Module):
 class DecoderStage(nn.Module):
     """Up-conv, attention-gated fusion with the skip, DMW-LA, conv block."""
 
-    def __init__(self, in_channels: int, out_channels: int, spatial_attention: SpatialAttention, **memory):
+    def __init__(self, in_channels: int, out_channels: int, spatial_attention: SpatialAttention,
+                 channel_attention_reduction: int, **memory):
         super().__init__()
         self.up = UpConv(in_channels, out_channels)
-        self.channel_attention = ChannelAttention(out_channels)
+        self.channel_attention = ChannelAttention(out_channels, channel_attention_reduction)
         self.spatial_attention = spatial_attention  # one module shared by all stages, as released
         self.memory_attention = DMWLA(out_channels, **memory)
         self.conv = ConvBlock(out_channels, out_channels)
@@ -86,16 +86,23 @@ class SimMPNetDecoder(nn.Module):
     same order.
     """
 
-    def __init__(self, channels: list[int], num_k: int = DECODER_NUM_K, feature_dim: int = DECODER_FEATURE_DIM,
-                 pool_size: int = POOL_SIZE, warmup_iters: int = WARMUP_ITERS):
+    def __init__(self, channels: list[int], num_k: int = SimMPNetConfig.decoder_num_k,
+                 feature_dim: int = SimMPNetConfig.decoder_feature_dim, pool_size: int = SimMPNetConfig.pool_size,
+                 warmup_iters: int = SimMPNetConfig.warmup_iters, pool_momentum: float = SimMPNetConfig.pool_momentum,
+                 ema_momentum: float = SimMPNetConfig.ema_momentum,
+                 channel_attention_reduction: int = SimMPNetConfig.channel_attention_reduction,
+                 spatial_attention_kernel: int = SimMPNetConfig.spatial_attention_kernel,
+                 fidelity: str = SimMPNetConfig.fidelity):
         super().__init__()
-        memory = dict(num_k=num_k, feature_dim=feature_dim, pool_size=pool_size, warmup_iters=warmup_iters)
+        memory = dict(num_k=num_k, feature_dim=feature_dim, pool_size=pool_size, warmup_iters=warmup_iters,
+                      pool_momentum=pool_momentum, ema_momentum=ema_momentum, fidelity=fidelity)
         self.bottom_proj = nn.Conv2d(channels[0], channels[0], 1)
         self.bottom_memory_attention = DMWLA(channels[0], **memory)
         self.bottom_conv = ConvBlock(channels[0], channels[0])
-        self.spatial_attention = SpatialAttention()
+        self.spatial_attention = SpatialAttention(spatial_attention_kernel)
         self.stages = nn.ModuleList(
-            DecoderStage(c_in, c_out, self.spatial_attention, **memory) for c_in, c_out in zip(channels, channels[1:])
+            DecoderStage(c_in, c_out, self.spatial_attention, channel_attention_reduction, **memory)
+            for c_in, c_out in zip(channels, channels[1:])
         )
 
     def forward(self, deepest: torch.Tensor, skips: list[torch.Tensor]) -> list[torch.Tensor]:

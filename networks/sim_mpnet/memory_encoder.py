@@ -4,31 +4,34 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .config import DSGIM_STAGE, PATCH_EMBEDS, STAGE_DEPTHS, dsgim_decay
+from ..shared.layers import ImageInjection, OverlapPatchEmbed
+from .config import SimMPNetConfig, dsgim_decay
 from .dmwla import DMWLA
 from .dsgim import DSGIM
-from .layers import ImageInjection, OverlapPatchEmbed
 
 
 class MemoryEncoder(nn.Module):
     """forward(image, reference) -> four stage features.
 
     `image` is the gated input at encoder 2's size; `reference` is the gated input at full size, re-injected after every
-    stage (as released).
+    stage (as released). Depths, patch embeddings, the DS-GIM stage and the memory settings come from `config`.
     """
 
-    def __init__(self, widths: list[int], num_k: int, feature_dim: int, pool_size: int, warmup_iters: int,
-                 depths: tuple[int, ...] = STAGE_DEPTHS, in_channels: int = 3):
+    def __init__(self, widths: list[int], config: SimMPNetConfig, in_channels: int = 3):
         super().__init__()
-        memory = dict(num_k=num_k, feature_dim=feature_dim, pool_size=pool_size, warmup_iters=warmup_iters)
+        memory = dict(num_k=config.num_k, feature_dim=config.feature_dim, pool_size=config.pool_size,
+                      warmup_iters=config.warmup_iters, pool_momentum=config.pool_momentum,
+                      ema_momentum=config.ema_momentum, fidelity=config.fidelity)
         inputs = [in_channels, *widths[:-1]]
         self.embeds = nn.ModuleList(OverlapPatchEmbed(c_in, c_out, *spec)
-                                    for c_in, c_out, spec in zip(inputs, widths, PATCH_EMBEDS))
+                                    for c_in, c_out, spec in zip(inputs, widths, config.patch_embeds))
         self.stages = nn.ModuleList(nn.ModuleList(DMWLA(width, **memory) for _ in range(depth))
-                                    for width, depth in zip(widths, depths))
-        # one DS-GIM shared by the stage's blocks (as released); block i uses the i-th decay coefficient
-        self.dsgim = DSGIM(widths[DSGIM_STAGE])
-        self.decays = [dsgim_decay(i) for i in range(depths[DSGIM_STAGE])]
+                                    for width, depth in zip(widths, config.stage_depths))
+        # one DS-GIM shared by the stage's blocks (as released); block i uses the i-th decay coefficient (release
+        # fidelity: none - the release's integer mask truncates it to 0, see DSGIM)
+        self.dsgim_stage = config.dsgim_stage
+        self.dsgim = DSGIM(widths[self.dsgim_stage], config.dsgim_selected_windows, config.fidelity)
+        self.decays = [dsgim_decay(i, config.dsgim_decay_layers) for i in range(config.stage_depths[self.dsgim_stage])]
         self.injections = nn.ModuleList(ImageInjection(width, in_channels) for width in widths)
 
     def forward(self, image: torch.Tensor, reference: torch.Tensor) -> list[torch.Tensor]:
@@ -38,7 +41,7 @@ class MemoryEncoder(nn.Module):
             x = embed(x)
             for block_index, block in enumerate(blocks):
                 x = block(x)
-                if index == DSGIM_STAGE:
+                if index == self.dsgim_stage:
                     x = self.dsgim(x, self.decays[block_index])
             x = injection(x, reference)
             features.append(x)

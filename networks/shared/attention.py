@@ -17,14 +17,33 @@ def to_map(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], height, width)
 
 
+def in_float16(tensor: torch.Tensor) -> bool:
+    """Whether products with this tensor run in float16: it is float16, or autocast to float16 is on for its device
+    (``--amp fp16``)."""
+    if tensor.dtype == torch.float16:
+        return True
+    device = tensor.device.type
+    return torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.float16
+
+
+def full_range_autocast(tensor: torch.Tensor) -> torch.autocast:
+    """Autocast switched off on the tensor's device: under ``--amp fp16`` it would cast float32 logits back."""
+    return torch.autocast(device_type=tensor.device.type, enabled=False)
+
+
 def attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
               allowed: torch.Tensor | None = None) -> torch.Tensor:
     """softmax(query key^T) value, unscaled as in the paper, through PyTorch's fused attention.
 
     query [B, Nq, D], key [B, Nk, D], value [B, Nk, Dv]; `allowed` is an optional boolean mask broadcastable to
     [B, Nq, Nk] that is True where a key takes part in a query's softmax. On CUDA this runs the fused kernels and never
-    stores the Nq x Nk matrix.
+    stores the Nq x Nk matrix. In float16 (float16 queries, or autocast to float16) the logits and softmax are computed
+    in float32 and the result is returned in float16: unscaled logits of activations of a few hundred exceed float16's
+    range (65504).
     """
+    if in_float16(query):
+        with full_range_autocast(query):
+            return attention(query.float(), key.float(), value.float(), allowed).to(torch.float16)
     # Fused kernels need unit stride along features; tokens taken from a feature map are transposed views.
     query = query.contiguous()
     key = key.to(query.dtype).contiguous()
@@ -56,8 +75,12 @@ def clustered_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Ten
     the queries are sorted by cluster into tiles, each cluster's run padded to whole tiles, and every tile attends to
     its cluster's M keys. Shapes depend only on the input's (the padded length is bounded by
     B*N + num_clusters * (tile - 1)), so there is no host synchronisation; every index map is a permutation, so
-    gradients are deterministic.
+    gradients are deterministic. Float16 is attended in float32 (see :func:`attention`).
     """
+    if in_float16(query):
+        with full_range_autocast(query):
+            return clustered_attention(query.float(), key.float(), value.float(), assignment,
+                                       num_clusters).to(torch.float16)
     batch, tokens, dim = query.shape
     device = query.device
     cluster_rows = key.shape[0] // num_clusters

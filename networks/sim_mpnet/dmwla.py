@@ -24,6 +24,23 @@ memory stays bit-identical on all ranks without buffer broadcasts, and equals th
 batches concatenated in rank order. Warm-up draws its random numbers from a generator seeded by (sampling_seed,
 step) and samples from the gathered candidates of all ranks; k-means runs on rank 0 and is broadcast; W-LD ranks
 the tokens of all ranks (cluster softmax statistics are all-reduced, each rank's K best members are gathered).
+
+``fidelity="release"`` computes what the authors' release computes (`DMWLA.fidelity`):
+
+* warm-up lasts ``warmup_iters + 1`` training forwards (the release's condition is ``counter <= total``): k-means
+  structures the bank after forward ``warmup_iters`` and the extra forward then overwrites about half of the columns
+  at random slots; the share of sampled columns is computed in float32, as on the release's CUDA counter;
+* k-means is scikit-learn's ``KMeans(num_k, random_state=0)`` (k-means++ initialisation) on the bank in its own
+  dtype; the prototypes are the centroids converted to float32 and L2-normalised; a cluster keeps its first
+  ``pool_size`` members by column index, and one with fewer is filled by a random permutation of its members
+  repeated ``pool_size // count + 1`` times;
+* W-LD: the K least-used columns are picked with ``topk`` as in the release (columns repeated by k-means tie, and
+  ``topk`` orders ties its own way on each device); a cluster with fewer tokens than K draws K of its tokens
+  repeated ``K // count + 1`` times in random order, and ranks that multiset by the softmax over the multiset.
+
+Its random draws are the release's calls (``randint`` / ``randperm`` of the same sizes, in the same order), taken from
+a CPU generator seeded by (``sampling_seed``, training forward) - the same on every rank; in release mode
+``warmup_step`` counts every training forward. k-means through scikit-learn synchronises with the host.
 """
 from __future__ import annotations
 
@@ -32,9 +49,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import collectives
-from .attention import attention, cluster_one_hot, clustered_attention, to_map, to_tokens
-from .config import EMA_MOMENTUM, POOL_MOMENTUM, POOL_SIZE, WARMUP_ITERS
+from ..shared import collectives
+from ..shared.attention import (
+    attention, cluster_one_hot, clustered_attention, full_range_autocast, in_float16, to_map, to_tokens,
+)
+from .config import FIDELITY_MODES, SimMPNetConfig
 
 # k-means settings of the release (faiss.Clustering): Lloyd iterations, restarts (the lowest inertia wins)
 KMEANS_ITERATIONS = 100
@@ -104,6 +123,66 @@ def structure_pool(pool: torch.Tensor, num_k: int, pool_size: int, seed: int = 0
     return pool[:, torch.cat(blocks)], prototypes
 
 
+class RandomDraws:
+    """The random draws of one training forward of a release-mode layer: the release's ``torch.randint`` /
+    ``torch.randperm`` calls, from a CPU generator seeded by (seed, step), so that every rank draws the same."""
+
+    def __init__(self, seed: int, step: int):
+        state = np.random.SeedSequence([seed, step]).generate_state(1)[0]
+        self.generator = torch.Generator().manual_seed(int(state))
+
+    def randint(self, high: int, size: tuple[int, ...]) -> torch.Tensor:
+        return torch.randint(high, size, generator=self.generator)
+
+    def randperm(self, n: int) -> torch.Tensor:
+        return torch.randperm(n, generator=self.generator)
+
+
+def release_sample_count(step: int, warmup_iters: int, columns: int) -> int:
+    """Columns the release writes at warm-up forward ``step`` (0-based) from ``columns`` candidates.
+
+    The release computes ``(counter + 1) / total * 0.5`` on its float32 counter, a CUDA tensor (where division by a
+    Python number multiplies by the number's float32 reciprocal), times the candidates in float32, truncated.
+    """
+    f32 = np.float32
+    share = f32(step + 1) * (f32(1) / f32(warmup_iters)) * f32(0.5)
+    return max(1, int(share * f32(columns)))
+
+
+def release_structure_pool(pool: torch.Tensor, num_k: int, pool_size: int,
+                           draws: RandomDraws) -> tuple[torch.Tensor, torch.Tensor]:
+    """The release's k-means of the bank: scikit-learn ``KMeans(num_k, random_state=0)`` on the columns in the bank's
+    dtype. Returns (new pool, prototypes [D, num_k] = the centroids in float32, L2-normalised).
+
+    A cluster's block takes its first ``pool_size`` members by column index; one with fewer takes
+    ``pool_size`` entries of a random permutation of its members repeated ``pool_size // count + 1`` times (one
+    ``randperm`` per such cluster, in cluster order). An empty cluster (the release fails on one) takes the columns
+    nearest its centroid, as in paper mode.
+    """
+    try:
+        from sklearn.cluster import KMeans
+    except ImportError as exc:  # pragma: no cover - requirements.txt pins it
+        raise ImportError("--fidelity release clusters the memory bank with scikit-learn's KMeans, as the release "
+                          "does: install scikit-learn (pinned in requirements.txt)") from exc
+    columns = np.ascontiguousarray(pool.detach().T.cpu().numpy())
+    fitted = KMeans(n_clusters=num_k, random_state=0).fit(columns)
+    labels = torch.from_numpy(fitted.labels_.astype(np.int64))
+    centroids = torch.from_numpy(fitted.cluster_centers_)
+    index = torch.arange(len(labels))
+    blocks = []
+    for cluster in range(num_k):
+        members = index[labels == cluster][:pool_size]
+        if members.numel() == 0:
+            distance = squared_distances(torch.from_numpy(columns).double(), centroids[cluster:cluster + 1].double())
+            members = distance[:, 0].argsort(stable=True)[:pool_size].sort().values
+        if members.numel() < pool_size:
+            repeated = members.repeat(pool_size // members.numel() + 1)
+            members = repeated[draws.randperm(repeated.numel())][:pool_size]
+        blocks.append(members)
+    prototypes = F.normalize(centroids.float(), dim=1).T.contiguous()  # the release: torch.Tensor(centroids)
+    return pool[:, torch.cat(blocks).to(pool.device)], prototypes.to(pool.device, pool.dtype)
+
+
 def matrix(conv: nn.Conv2d) -> torch.Tensor:
     """Weight of a 1x1 convolution as a [out_channels, in_channels] matrix."""
     return conv.weight.flatten(1)
@@ -128,13 +207,18 @@ def member_salience(features: torch.Tensor, assignment: torch.Tensor, num_k: int
 class DMWLA(nn.Module):
     """Dynamic Memory Weights-Loss Attention. Output has the input's shape."""
 
-    def __init__(self, in_channels: int, num_k: int, feature_dim: int, pool_size: int = POOL_SIZE,
-                 warmup_iters: int = WARMUP_ITERS, pool_momentum: float = POOL_MOMENTUM,
-                 ema_momentum: float = EMA_MOMENTUM):
+    def __init__(self, in_channels: int, num_k: int, feature_dim: int, pool_size: int = SimMPNetConfig.pool_size,
+                 warmup_iters: int = SimMPNetConfig.warmup_iters, pool_momentum: float = SimMPNetConfig.pool_momentum,
+                 ema_momentum: float = SimMPNetConfig.ema_momentum, fidelity: str = SimMPNetConfig.fidelity):
         super().__init__()
         if num_k < 1 or pool_size < 1 or warmup_iters < 0:
             raise ValueError(f"DMWLA needs num_k >= 1, pool_size >= 1, warmup_iters >= 0; "
                              f"got {num_k}, {pool_size}, {warmup_iters}")
+        if fidelity not in FIDELITY_MODES:
+            raise ValueError(f"fidelity must be one of {', '.join(FIDELITY_MODES)}, got {fidelity!r}")
+        if fidelity == "release" and warmup_iters < 1:
+            raise ValueError("--fidelity release needs warmup_iters >= 1 (the release divides by it)")
+        self.fidelity = fidelity
         self.in_channels, self.num_k, self.feature_dim = in_channels, num_k, feature_dim
         self.pool_size, self.warmup_iters = pool_size, warmup_iters
         self.pool_momentum, self.ema_momentum = pool_momentum, ema_momentum
@@ -160,6 +244,8 @@ class DMWLA(nn.Module):
     # ----- state ------------------------------------------------------------------------------------------------
     @property
     def in_warmup(self) -> bool:
+        if self.fidelity == "release":  # the release's `counter <= total`: one extra warm-up forward
+            return self._warmup_step <= self.warmup_iters
         return self._warmup_step < self.warmup_iters
 
     def set_k(self, k: int) -> None:
@@ -182,7 +268,7 @@ class DMWLA(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"in_channels={self.in_channels}, num_k={self.num_k}, feature_dim={self.feature_dim}, "
-                f"pool_size={self.pool_size}, warmup_iters={self.warmup_iters}")
+                f"pool_size={self.pool_size}, warmup_iters={self.warmup_iters}, fidelity={self.fidelity}")
 
     # ----- forward ----------------------------------------------------------------------------------------------
     @property
@@ -194,16 +280,25 @@ class DMWLA(nn.Module):
         height, width = x.shape[-2:]
         query, key, value = self._query(x), *self._key_value(x)
         context = attention(query, key, value)  # global term
+        release = self.fidelity == "release"
         if self.in_warmup:
             if self.training:
-                self._sample_into_pool(x)
-                self._advance_warmup()
+                draws = self._release_draws() if release else None
+                if release:
+                    self._release_sample_into_pool(x, draws)
+                else:
+                    self._sample_into_pool(x)
+                self._advance_warmup(draws)
             return x + self._project_out(context, height, width)
 
         context = context + self.intra_cluster_attention(query, self._nearest_prototype(query))
         out = x + self._project_out(context, height, width)
         if self.training:
-            self.update_memory(x)
+            if release:
+                self.update_memory(x, self._release_draws())
+                self._count_forward()
+            else:
+                self.update_memory(x)
         return out
 
     def _query(self, x: torch.Tensor) -> torch.Tensor:
@@ -231,7 +326,10 @@ class DMWLA(nn.Module):
     @torch.no_grad()
     def _nearest_prototype(self, query: torch.Tensor) -> torch.Tensor:
         """Cluster of each query token [B, N]: the prototype p of highest cosine similarity with theta, i.e. the
-        largest theta . p / |p| (|theta| is the same for every prototype)."""
+        largest theta . p / |p| (|theta| is the same for every prototype). Float32 under float16."""
+        if in_float16(query):
+            with full_range_autocast(query):
+                return self._nearest_prototype(query.float())
         prototypes = F.normalize(self.prototypes.T.to(query.dtype), dim=-1)
         return (query @ self._memory_key_value(prototypes)[0].transpose(-1, -2)).argmax(-1)
 
@@ -276,18 +374,51 @@ class DMWLA(nn.Module):
         self.pool[:, slots] = candidates[picks].T
 
     @torch.no_grad()
-    def _advance_warmup(self) -> None:
+    def _advance_warmup(self, draws: RandomDraws | None = None) -> None:
+        self._count_forward()
+        if self._warmup_step == self.warmup_iters:
+            self.finish_warmup(draws=draws)
+
+    @torch.no_grad()
+    def _count_forward(self) -> None:
         self._warmup_step += 1
         self.warmup_step.fill_(self._warmup_step)
-        if self._warmup_step == self.warmup_iters:
-            self.finish_warmup()
+
+    @torch.compiler.disable
+    def _release_draws(self) -> RandomDraws:
+        """The random draws of this training forward (release mode)."""
+        return RandomDraws(self._sampling_seed, self._warmup_step)
 
     @torch.compiler.disable
     @torch.no_grad()
-    def finish_warmup(self, seed: int = 0) -> None:
-        """Structure the bank with k-means; called after the last warm-up forward."""
+    def _release_sample_into_pool(self, x: torch.Tensor, draws: RandomDraws) -> None:
+        """The release's warm-up sampling: per image ``total // batch`` random phi tokens; of these, a share
+        (step + 1) / warmup_iters / 2 (computed as the release does, `release_sample_count`) drawn with replacement
+        into as many distinct random columns. Under data parallelism the draws cover the global batch."""
+        phi = to_tokens(self.phi(x))
+        batch, tokens, dim = phi.shape
+        total = self.pool.shape[1]
+        global_batch = batch * collectives.world_size()
+        per_image = max(total // global_batch, 1)
+        positions = draws.randint(tokens, (global_batch, 1, per_image)).to(phi.device).view(global_batch, per_image)
+        own = positions[collectives.rank() * batch:][:batch, :, None].expand(-1, -1, dim)
+        candidates = collectives.all_gather(phi.gather(1, own).to(self.pool.dtype)).reshape(-1, dim)
+        count = min(release_sample_count(self._warmup_step, self.warmup_iters, candidates.shape[0]), total)
+        picks = draws.randint(candidates.shape[0], (count,)).to(phi.device)
+        slots = draws.randperm(total)[:count].to(phi.device)
+        self.pool[:, slots] = candidates[picks].T
+
+    @torch.compiler.disable
+    @torch.no_grad()
+    def finish_warmup(self, seed: int = 0, draws: RandomDraws | None = None) -> None:
+        """Structure the bank with k-means; called after the last warm-up forward (in release mode, after forward
+        ``warmup_iters``, before the extra one)."""
         if collectives.rank() == 0:  # computed once and broadcast
-            pool, prototypes = structure_pool(self.pool, self.num_k, self.pool_size, seed=seed)
+            if self.fidelity == "release":
+                pool, prototypes = release_structure_pool(self.pool, self.num_k, self.pool_size,
+                                                          draws if draws is not None else self._release_draws())
+            else:
+                pool, prototypes = structure_pool(self.pool, self.num_k, self.pool_size, seed=seed)
             self.pool.copy_(pool)
             self.prototypes.copy_(prototypes)
         collectives.broadcast(self.pool)
@@ -295,21 +426,25 @@ class DMWLA(nn.Module):
 
     # ----- W-LD memory update -----------------------------------------------------------------------------------
     @torch.no_grad()
-    def update_memory(self, x: torch.Tensor) -> None:
-        """W-LD update from the momentum tokens of `x`, then prototypes and phi_ema follow."""
+    def update_memory(self, x: torch.Tensor, draws: RandomDraws | None = None) -> None:
+        """W-LD update from the momentum tokens of `x`, then prototypes and phi_ema follow. `draws`: release mode."""
         with torch.autocast(device_type=x.device.type, enabled=False):
             features = to_tokens(self.phi_ema(x.to(self.pool.dtype))).reshape(-1, self.feature_dim)
             assignment = (features @ self.prototypes).argmax(-1)
-            self._replace_columns(features, assignment)
+            self._replace_columns(features, assignment, draws)
             self.prototypes.copy_(self.pool.view(self.feature_dim, self.num_k, self.pool_size).mean(-1))
             self.phi_ema.weight.mul_(self.ema_momentum).add_(self.phi.weight.detach(), alpha=1 - self.ema_momentum)
 
-    def _replace_columns(self, features: torch.Tensor, assignment: torch.Tensor) -> None:
+    def _replace_columns(self, features: torch.Tensor, assignment: torch.Tensor,
+                         draws: RandomDraws | None = None) -> None:
         num_k, pool_size, k, dim = self.num_k, self.pool_size, self._k, self.feature_dim
         device = features.device
         # least-used columns: smallest sum over features of the softmax across the cluster's columns
         usage = self.pool.view(dim, num_k, pool_size).softmax(-1).sum(0)  # [num_k, pool_size]
-        stale = usage.argsort(dim=-1, stable=True)[:, :k]
+        if draws is None:
+            stale = usage.argsort(dim=-1, stable=True)[:, :k]
+        else:  # release mode: the release's op, so that ties (repeated columns) fall as in the release on a device
+            stale = usage.topk(k, dim=-1, largest=False).indices
         columns = (torch.arange(num_k, device=device)[:, None] * pool_size + stale).flatten()
 
         # each rank's k most salient members per cluster (salience descending, token order on ties), with their
@@ -322,18 +457,45 @@ class DMWLA(nn.Module):
         rank = torch.arange(k, device=device)
         present = rank < counts[:, None]  # [num_k, k]
         picked = order[(starts[:, None] + rank).clamp(max=len(order) - 1)]
-        candidates = torch.cat([features[picked], salience[picked, None]], dim=-1)  # [num_k, k, D + 1]
+        parts = [features[picked], salience[picked, None]]
+        if draws is not None:  # release mode: each token's global index (its rank's block, then its own) as well
+            token = collectives.rank() * len(features) + torch.arange(len(features), device=device)
+            parts.insert(1, token[picked, None].to(features.dtype))
+        candidates = torch.cat(parts, dim=-1)  # [num_k, k, D + 1] (+ 1 in release mode)
         candidates[..., -1].masked_fill_(~present, float("-inf"))
 
         # the global best k of the gathered candidates; a cluster with fewer members repeats them cyclically
-        gathered = collectives.all_gather(candidates).transpose(0, 1).reshape(num_k, -1, dim + 1)
+        gathered = collectives.all_gather(candidates).transpose(0, 1).reshape(num_k, -1, candidates.shape[-1])
         counts = collectives.all_reduce(counts)
         best = gathered[..., -1].argsort(dim=-1, descending=True, stable=True)
         positions = best.gather(1, rank % counts.clamp(min=1)[:, None])  # [num_k, k]
         chosen = gathered[torch.arange(num_k, device=device)[:, None], positions, :dim]  # [num_k, k, D]
+        if draws is not None:
+            chosen = self._release_small_clusters(gathered, counts, chosen, draws)
         chosen = chosen.permute(2, 0, 1).reshape(dim, -1)
 
         old = self.pool[:, columns]
         mixed = (1 - self.pool_momentum) * old + self.pool_momentum * chosen
         has_members = (counts > 0).repeat_interleave(k)
         self.pool[:, columns] = torch.where(has_members, mixed, old)
+
+    @torch.compiler.disable
+    def _release_small_clusters(self, gathered: torch.Tensor, counts: torch.Tensor, chosen: torch.Tensor,
+                                draws: RandomDraws) -> torch.Tensor:
+        """The release's members of a cluster with 0 < count < K tokens: its tokens (in token order) repeated
+        ``K // count + 1`` times, permuted at random, the first K kept; they are ranked by the softmax over that
+        multiset (salience descending). ``gathered`` [num_k, R, D + 2] holds every such token (with its global index
+        and salience); returns ``chosen`` [num_k, K, D] with those clusters replaced."""
+        k, dim = self._k, self.feature_dim
+        chosen = chosen.clone()
+        for cluster, count in enumerate(counts.tolist()):
+            if not 0 < count < k:
+                continue
+            entries = gathered[cluster]
+            members = entries[entries[:, -1] > float("-inf")]  # every member of every rank (each rank has < K)
+            members = members[members[:, dim].argsort(stable=True), :dim]  # in token order, as the release finds them
+            repeated = members.repeat(k // count + 1, 1)
+            multiset = repeated[draws.randperm(len(repeated))[:k].to(repeated.device)]  # [K, D]
+            salience = multiset.softmax(0).sum(1)
+            chosen[cluster] = multiset[salience.argsort(descending=True, stable=True)]
+        return chosen

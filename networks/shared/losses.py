@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from utils.distributed import sum_over_ranks_with_grad
+from .collectives import sum_over_ranks_with_grad
 
 __all__ = ["DiceLoss", "MultiHeadLoss", "head_subsets"]
 
@@ -90,9 +90,12 @@ class MultiHeadLoss(nn.Module):
         self.dice = DiceLoss(num_classes, global_batch=global_batch)
 
     def forward(self, outputs: Sequence[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
-        """outputs: N logits tensors [B, C, H, W] (one per head); target: LongTensor [B, H, W] -> scalar."""
-        if isinstance(outputs, torch.Tensor) or len(outputs) == 0:
-            raise ValueError("outputs must be a non-empty tuple/list of logits tensors, one per head")
+        """outputs: N logits tensors [B, C, H, W] (one per head), or one tensor (one head: the plain CE + Dice of
+        a single-output network); target: LongTensor [B, H, W] -> scalar."""
+        if isinstance(outputs, torch.Tensor):
+            outputs = (outputs,)
+        if len(outputs) == 0:
+            raise ValueError("outputs must be a logits tensor or a non-empty tuple/list of them, one per head")
         for logits in outputs:
             _check_logits_and_target(logits, target, self.num_classes)
         heads = [_at_least_float32(logits) for logits in outputs]

@@ -13,8 +13,8 @@ import torch
 import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
+from ..shared.layers import ImageInjection, resize
 from .config import PRETRAINED_DIR, PRETRAINED_FILES
-from .layers import ImageInjection, resize
 
 logger = logging.getLogger(__name__)
 _warned_missing: set[str] = set()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
+import torch.distributed.nn.functional as dist_autograd
 
 _REDUCE_OPS = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX} if dist.is_available() else {}
 
@@ -42,3 +43,8 @@ def broadcast(tensor: torch.Tensor, source: int = 0) -> torch.Tensor:
     if world_size() > 1:
         dist.broadcast(tensor, src=source)
     return tensor
+
+
+def sum_over_ranks_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum over ranks that gradients flow through (each rank's inputs get the gradient of every rank's use)."""
+    return dist_autograd.all_reduce(tensor) if world_size() > 1 else tensor
