@@ -13,7 +13,11 @@ from __future__ import annotations
 
 # Importing a set's module registers it.
 from .acdc import ACDCDataset
+from .bus import BUSDataset as BUSDataset
+from .busi import BUSIDataset as BUSIDataset
 from .common import DataError
+from .glas import GlaSDataset as GlaSDataset
+from .ham10000 import HAM10000Dataset as HAM10000Dataset
 from .isic2018 import ISIC2018Dataset
 from .registry import (
     DatasetSpec, PhantomSpec, build_dataset, build_train_transform, get_dataset, list_datasets, register_dataset,

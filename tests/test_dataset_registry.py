@@ -21,7 +21,8 @@ from datasets.common import DataError
 from datasets.rgb import RGBSegmentationDataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FOUR = ["acdc", "isic2018", "segpc2021", "synapse"]
+FOUR = ["acdc", "isic2018", "segpc2021", "synapse"]  # Sim-MPNet's sets
+MATCHSEG_SETS = ["bus", "busi", "glas", "ham10000"]  # MatchSeg's (RGB images, binary masks)
 # Small CLI arguments each set takes (the CLI refuses options a set does not take), large enough for every class to
 # show up in the test split.
 TINY = {
@@ -33,7 +34,7 @@ TINY = {
 
 
 def test_the_four_sets_are_registered_with_their_facts():
-    assert list_datasets() == FOUR
+    assert list_datasets() == sorted(FOUR + MATCHSEG_SETS)
     titles = {name: get_dataset(name).title for name in FOUR}
     assert titles == {"synapse": "Synapse multi-organ CT", "acdc": "ACDC cardiac MRI",
                       "isic2018": "ISIC-2018 skin lesions (dermoscopy)",
@@ -53,7 +54,8 @@ def test_the_four_sets_are_registered_with_their_facts():
 
 
 def test_unknown_name_raises_value_error_naming_the_known_sets():
-    with pytest.raises(ValueError, match="unknown data set 'brats'; known: acdc, isic2018, segpc2021, synapse"):
+    known = ", ".join(sorted(FOUR + MATCHSEG_SETS))
+    with pytest.raises(ValueError, match=f"unknown data set 'brats'; known: {known}"):
         get_dataset("brats")
     with pytest.raises(ValueError, match="known: acdc"):
         build_dataset("brats", ".", ".", "train", 2)

@@ -66,7 +66,8 @@ def test_dataset_specs_and_transform_registry():
     assert np.allclose(IMAGENET_MEAN, MEAN) and np.allclose(IMAGENET_STD, STD)
     specs = {name: get_dataset(name) for name in list_datasets()}
     assert {name: (spec.in_chans, spec.kind) for name, spec in specs.items()} == {
-        "synapse": (1, "volume"), "acdc": (1, "volume"), "isic2018": (3, "image"), "segpc2021": (3, "image")}
+        "synapse": (1, "volume"), "acdc": (1, "volume"), "isic2018": (3, "image"), "segpc2021": (3, "image"),
+        "bus": (3, "image"), "busi": (3, "image"), "glas": (3, "image"), "ham10000": (3, "image")}
     isic, segpc = specs["isic2018"], specs["segpc2021"]
     assert isic.num_classes == ISIC_CLASSES and segpc.num_classes == SEGPC_CLASSES
     assert (isic.root_path, isic.volume_path, isic.list_dir) == ("./data/ISIC2018", "./data/ISIC2018",

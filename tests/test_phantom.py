@@ -193,7 +193,8 @@ def test_cli_writes_the_documented_layout(tmp_path, capsys):
     leftovers = [name for _, _, files in os.walk(tmp_path) for name in files if name.endswith(".tmp")]
     assert leftovers == []
     assert main(["--dataset", "synapse", *args, "--num_valid", "1"]) == 2
-    assert "--num_valid applies to ACDC, ISIC2018 and SegPC2021 only" in capsys.readouterr().err
+    assert "--num_valid applies to ACDC, BUS, BUSI, GlaS, HAM10000, ISIC2018 and SegPC2021 only" in \
+        capsys.readouterr().err
 
 
 def test_writer_rejects_empty_splits(tmp_path):
