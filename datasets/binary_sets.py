@@ -16,7 +16,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from .common import DataError
-from .rgb import RGB_SPLITS, read_mask_image, read_rgb_image, resize_image, resize_label, split_names
+from .rgb import (
+    RGB_SPLITS, read_mask_image, read_rgb_image, resize_image, resize_label, split_names, write_rgb_item,
+    write_split_lists,
+)
 
 DEFAULT_SIZE = 128
 MASK_VALUES = (0, 255)  # official binary masks
@@ -93,3 +96,13 @@ def split_groups(groups: Mapping[str, Sequence[str]], fractions: Sequence[float]
 def require_folder(path: str, hint: str) -> None:
     if not os.path.isdir(path):
         raise DataError(path, f"folder does not exist; {hint}")
+
+
+def write_prepared(out: str, list_dir: str, loaded: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                   splits: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Write the loaded (image, label) items and the split lists; returns ``splits``. Callers load every pair
+    first, so that a bad file stops the preparation before anything is written."""
+    for entry, (image, label) in loaded.items():
+        write_rgb_item(out, entry, image, label)
+    write_split_lists(list_dir, splits)
+    return splits

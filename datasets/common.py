@@ -258,6 +258,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def minmax_normalize(volume: np.ndarray) -> np.ndarray:
     """Scale a volume to [0, 1] by its own min and max (constant volumes become 0)."""
     volume = np.asarray(volume, dtype=np.float64)

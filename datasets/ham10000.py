@@ -81,6 +81,5 @@ HAM10000 = register_dataset(DatasetSpec(
     phantom=PhantomSpec(dir_name=HAM_DIR_NAME, list_dir_name=HAM_LIST_DIR_NAME, write=write_ham10000_phantom,
                         options=("num_train", "num_val", "num_test", "size"), write_download=write_ham10000_download),
     prepare_module="datasets.prepare_ham10000",
-    extra={"test_types": HAM_TEST_TYPES, "lesion_file": HAM_LESION_FILE},
     raw=RawInput(normalize=normalize_image, resize=resize_image, resize_label=resize_label),
 ))

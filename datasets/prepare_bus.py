@@ -14,10 +14,12 @@ import sys
 from collections.abc import Sequence
 from functools import partial
 
-from .binary_sets import DEFAULT_SIZE, load_binary_pair, require_folder, split_groups, unique_entries
+from .binary_sets import (
+    DEFAULT_SIZE, load_binary_pair, require_folder, split_groups, unique_entries, write_prepared,
+)
 from .bus import BUS_IMAGE_DIR, BUS_IMAGE_SUFFIX, BUS_MASK_DIR, BUS_ROOT, BUS_SPLIT_FRACTIONS
 from .common import DataError
-from .rgb import add_preparation_arguments, run_preparation, write_rgb_item, write_split_lists
+from .rgb import add_preparation_arguments, run_preparation
 
 DEFAULT_SEED = 0
 LAYOUT_HINT = (f"expected the BUS layout inside --src: {BUS_ROOT}/{BUS_IMAGE_DIR}/*{BUS_IMAGE_SUFFIX} and "
@@ -53,10 +55,7 @@ def prepare_bus(src: str, out: str, list_dir: str, size: int = DEFAULT_SIZE, see
     pairs = find_bus(src)
     splits = split_groups({"BUS": list(pairs)}, BUS_SPLIT_FRACTIONS, seed, src)
     loaded = {entry: load_binary_pair(image, [mask], size) for entry, (image, mask) in pairs.items()}
-    for entry, (image, label) in loaded.items():
-        write_rgb_item(out, entry, image, label)
-    write_split_lists(list_dir, splits)
-    return splits
+    return write_prepared(out, list_dir, loaded, splits)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,10 +16,12 @@ import sys
 from collections.abc import Sequence
 from functools import partial
 
-from .binary_sets import DEFAULT_SIZE, load_binary_pair, require_folder, split_groups, unique_entries
+from .binary_sets import (
+    DEFAULT_SIZE, load_binary_pair, require_folder, split_groups, unique_entries, write_prepared,
+)
 from .busi import BUSI_CLASSES, BUSI_IMAGE_SUFFIX, BUSI_MASK_MARK, BUSI_ROOT, BUSI_SPLIT_FRACTIONS
 from .common import DataError
-from .rgb import add_preparation_arguments, run_preparation, write_rgb_item, write_split_lists
+from .rgb import add_preparation_arguments, run_preparation
 
 DEFAULT_SEED = 0
 LAYOUT_HINT = (f"expected the official BUSI layout inside --src: {BUSI_ROOT}/{{{','.join(BUSI_CLASSES)},normal}}/"
@@ -80,14 +82,9 @@ def prepare_busi(src: str, out: str, list_dir: str, size: int = DEFAULT_SIZE, se
     if len(set(all_entries)) != len(all_entries):
         raise DataError(src, "two classes give the same entry name")
     splits = split_groups({name: list(group) for name, group in pairs.items()}, BUSI_SPLIT_FRACTIONS, seed, src)
-    for group in pairs.values():  # read everything first: a bad file stops before anything is written
-        loaded = {entry: load_binary_pair(image, masks, size) for entry, (image, masks) in group.items()}
-        group.update({entry: arrays for entry, arrays in loaded.items()})
-    for group in pairs.values():
-        for entry, (image, label) in group.items():
-            write_rgb_item(out, entry, image, label)
-    write_split_lists(list_dir, splits)
-    return splits
+    loaded = {entry: load_binary_pair(image, masks, size)
+              for group in pairs.values() for entry, (image, masks) in group.items()}
+    return write_prepared(out, list_dir, loaded, splits)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,12 +18,12 @@ import sys
 from collections.abc import Sequence
 from functools import partial
 
-from .binary_sets import DEFAULT_SIZE, load_binary_pair, require_folder
+from .binary_sets import DEFAULT_SIZE, load_binary_pair, require_folder, write_prepared
 from .common import DataError, split_in_blocks
 from .glas import (
     GLAS_ANNO_MARK, GLAS_IMAGE_SUFFIX, GLAS_TEST_PREFIXES, GLAS_TRAIN_PREFIX, GLAS_VAL_FRACTION,
 )
-from .rgb import RGB_SPLITS, add_preparation_arguments, run_preparation, write_rgb_item, write_split_lists
+from .rgb import RGB_SPLITS, add_preparation_arguments, run_preparation
 
 DEFAULT_SEED = 0
 PREFIXES = (GLAS_TRAIN_PREFIX, *GLAS_TEST_PREFIXES)
@@ -81,10 +81,7 @@ def prepare_glas(src: str, out: str, list_dir: str, size: int = DEFAULT_SIZE, se
     splits.update({prefix: sorted(found[prefix]) for prefix in GLAS_TEST_PREFIXES})
     loaded = {name: load_binary_pair(image, [anno], size, instances=True)
               for pairs in found.values() for name, (image, anno) in pairs.items()}
-    for name, (image, label) in loaded.items():
-        write_rgb_item(out, name, image, label)
-    write_split_lists(list_dir, splits)
-    return splits
+    return write_prepared(out, list_dir, loaded, splits)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,13 +18,13 @@ import sys
 from collections.abc import Sequence
 from functools import partial
 
-from .binary_sets import DEFAULT_SIZE, load_binary_pair, require_folder
+from .binary_sets import DEFAULT_SIZE, load_binary_pair, require_folder, write_prepared
 from .common import DataError, split_in_blocks
 from .ham10000 import (
     HAM_IMAGE_SUFFIX, HAM_MASK_SUFFIX, HAM_METADATA, HAM_SPLIT_FRACTIONS, HAM_TEST_TYPES, HAM_TRAIN_TYPE, HAM_TYPES,
     ham_test_split, write_lesion_ids,
 )
-from .rgb import RGB_SPLITS, add_preparation_arguments, run_preparation, write_rgb_item, write_split_lists
+from .rgb import RGB_SPLITS, add_preparation_arguments, run_preparation
 
 DEFAULT_SEED = 0
 METADATA_COLUMNS = ("lesion_id", "image_id", "dx")
@@ -112,9 +112,7 @@ def prepare_ham10000(src: str, out: str, list_dir: str, size: int = DEFAULT_SIZE
     rows, pairs = find_ham10000(src)
     splits = ham10000_splits(rows, seed, src)
     loaded = {image_id: load_binary_pair(image, [mask], size) for image_id, (image, mask) in pairs.items()}
-    for image_id, (image, label) in loaded.items():
-        write_rgb_item(out, image_id, image, label)
-    write_split_lists(list_dir, splits)
+    write_prepared(out, list_dir, loaded, splits)
     write_lesion_ids(list_dir, {image_id: (lesion_id, dx) for lesion_id, image_id, dx in rows})
     return splits
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .common import ListedSegmentationDataset, Transform
@@ -108,7 +108,6 @@ class DatasetSpec:
     # Optional batch sampler factory for episodic training: (num_items, global_batch, context, seed, drop_singleton)
     # -> a sampler with set_epoch / drops_last / local_batch like utils.distributed.GlobalBatchSampler.
     batch_sampler: Callable[..., Any] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
     # How raw (unprepared) inputs are preprocessed for prediction (predict.py); None: prepared inputs only.
     raw: RawInput | None = None
 

@@ -72,6 +72,16 @@ def write_tiny_phantom(dataset: str, root) -> dict:
     return phantom.write(root / phantom.dir_name, root / "lists" / phantom.list_dir_name, seed=0, **options)
 
 
+@pytest.fixture
+def single_thread():
+    """One intra-op thread for a test module's Sim-MPNet forwards (``pytestmark = pytest.mark.usefixtures(...)``):
+    on a small shared CPU, thread oversubscription made them up to ~100x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_phantoms(tmp_path_factory):
     """``tiny_phantoms(dataset)``: the tiny phantom of a data set, written once per session."""

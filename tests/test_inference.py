@@ -49,14 +49,7 @@ def naive_predict(model, volume, img_size):
     return out
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """One intra-op thread: on a small shared CPU, thread oversubscription made SimMPNet forwards ~100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 @pytest.fixture
 def model():

@@ -42,14 +42,7 @@ FILE_ORNT = np.array([[1, -1], [0, 1], [2, -1]])
 SYNAPSE_CLASSES = 9
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """One intra-op thread: on a small shared CPU, oversubscription slows Sim-MPNet forwards many times over."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 def tiny_model(in_chans: int, num_classes: int, seed: int = 0) -> torch.nn.Module:
     """A tiny Sim-MPNet taken past its memory warm-up by training-mode forwards (no optimizer step)."""

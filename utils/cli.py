@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from datasets import get_dataset, list_datasets
-from datasets.common import DataError, positive_int
+from datasets.common import DataError, non_negative_int, positive_int
 from networks import list_models, model_entry
 from networks.registry import model_config
 from utils.checkpoint import CheckpointError, peek_arch
@@ -63,13 +63,6 @@ def default_run_dir(dataset: str, tag: str, img_size: int) -> str:
 def _optional_path(text: str) -> str | None:
     """argparse type: 'none' (any case) -> None, anything else unchanged."""
     return None if text.strip().lower() in NONE_WORDS else text
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -184,7 +177,7 @@ def _build(parser: RunParser, dataset: str, model: str) -> None:
                            help="write image/prediction/label NIfTI per case (volume data sets only)")
         group.add_argument("--test_save_dir", default=None,
                            help="NIfTI directory (default: <output_dir>/predictions)")
-        group.add_argument("--save-overlays", "--save_overlays", dest="save_overlays", type=_non_negative_int,
+        group.add_argument("--save-overlays", "--save_overlays", dest="save_overlays", type=non_negative_int,
                            default=0, metavar="N",
                            help="PNG overlays (ground truth | prediction) of the N slices per case with the most "
                                 "foreground (2-D image sets: one per image when N >= 1), in <output_dir>/overlays")
@@ -214,7 +207,7 @@ def _add_data_options(parser: argparse.ArgumentParser, dataset: str, role: str) 
     group.add_argument("--num_classes", type=positive_int, default=spec.num_classes,
                        help="classes including background")
     if role == "train":
-        group.add_argument("--num_workers", type=_non_negative_int, default=min(4, os.cpu_count() or 1),
+        group.add_argument("--num_workers", type=non_negative_int, default=min(4, os.cpu_count() or 1),
                            help="DataLoader worker processes (0: load in the main process)")
         group.add_argument("--val_list", type=_optional_path, default=spec.val_split,
                            help="list (in --list_dir) of images/volumes evaluated during training; 'none' disables")
@@ -226,7 +219,7 @@ def _add_data_options(parser: argparse.ArgumentParser, dataset: str, role: str) 
 def _option_type(item: dataclasses.Field) -> Callable[[str], Any]:
     kind = _ARGPARSE_TYPES[str(item.type)]
     if kind is int:
-        return _non_negative_int if item.metadata.get("minimum") == 0 else positive_int
+        return non_negative_int if item.metadata.get("minimum") == 0 else positive_int
     return kind
 
 
@@ -295,7 +288,7 @@ def _add_runtime_options(parser: argparse.ArgumentParser, role: str) -> None:
         group.add_argument("--sync_bn", type=int, choices=(0, 1), default=1,
                            help="1: BatchNorm statistics over the global batch (as one process); 0: per process, "
                                 "running statistics averaged every epoch")
-        group.add_argument("--check_replicas", type=_non_negative_int, default=0, metavar="N",
+        group.add_argument("--check_replicas", type=non_negative_int, default=0, metavar="N",
                            help="every N steps, verify that all processes hold bit-identical weights and memory "
                                 "banks (0: never; a debugging aid that costs one pass over the state)")
 

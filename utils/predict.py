@@ -48,7 +48,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from datasets import get_dataset, list_datasets
-from datasets.common import DataError, check_finite, positive_int, read_h5, read_npz
+from datasets.common import DataError, check_finite, non_negative_int, positive_int, read_h5, read_npz
 from datasets.registry import DatasetSpec, RawInput, is_orientation
 from datasets.rgb import read_rgb_image
 from utils.checkpoint import CheckpointError, atomic_write_bytes, atomic_write_text, build_model_from_checkpoint
@@ -674,13 +674,6 @@ def predict(config: PredictConfig) -> PredictSummary:
 # ----------------------------------------------------------------------------------------------------------------
 # Command line
 # ----------------------------------------------------------------------------------------------------------------
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
 class PredictParser(argparse.ArgumentParser):
     """``predict.py``'s parser; :meth:`parse_config` returns a :class:`PredictConfig`."""
 
@@ -712,7 +705,7 @@ def build_predict_parser() -> PredictParser:
                              "mirror images (4 forwards)")
     parser.add_argument("--save_probabilities", "--save-probabilities", action="store_true",
                         help=f"also write <name>{PROBABILITIES_SUFFIX} (float16 [K, ...], compressed)")
-    parser.add_argument("--save_overlays", "--save-overlays", type=_non_negative_int, nargs="?",
+    parser.add_argument("--save_overlays", "--save-overlays", type=non_negative_int, nargs="?",
                         const=DEFAULT_OVERLAY_SLICES, default=0, metavar="N",
                         help=f"also write {OVERLAY_DIR}/<name>.png: image | prediction of the N slices with the most "
                              f"foreground (images: the image; N defaults to {DEFAULT_OVERLAY_SLICES})")
