@@ -13,6 +13,7 @@ from __future__ import annotations
 
 # Importing a set's module registers it.
 from .acdc import ACDCDataset
+from . import support_sets as support_sets  # registers the support_set batch context
 from .bus import BUSDataset as BUSDataset
 from .busi import BUSIDataset as BUSIDataset
 from .common import DataError

@@ -5,7 +5,13 @@ Every one of them is prepared like ISIC-2018 (:mod:`datasets.rgb`): one ``<root>
 Grey ultrasound images (BUSI, BUS) are stored as 3 equal RGB channels, so that one 3-channel model fits all four
 sets. Default size 128 x 128 (the MatchSeg/UniverSeg convention, ``matchseg_spec.md`` §6).
 
-Here: reading an image with one or several masks (united), the binary-mask check, entry names, stratified splits.
+Every preparation (and the BUSI and BUS phantoms) also writes ``<list_dir>/all.txt``: the sorted union of every list
+it writes, i.e. every prepared image. Cross-domain protocols (``datasets.protocols``: BUSI->BUS, BUS->BUSI) test
+on all images of the target set. For HAM10000 that is all 10,015 images (the NV train/val/test and the six
+``test_<dx>`` lists), not only NV.
+
+Here: reading an image with one or several masks (united), the binary-mask check, entry names, stratified splits,
+the ``all`` list.
 """
 from __future__ import annotations
 
@@ -15,13 +21,14 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .common import DataError
+from .common import DataError, write_list
 from .rgb import (
     RGB_SPLITS, read_mask_image, read_rgb_image, resize_image, resize_label, split_names, write_rgb_item,
     write_split_lists,
 )
 
 DEFAULT_SIZE = 128
+ALL_LIST = "all"  # <list_dir>/all.txt: every prepared image (the union of the other lists)
 MASK_VALUES = (0, 255)  # official binary masks
 FOREGROUND = 1
 
@@ -105,4 +112,13 @@ def write_prepared(out: str, list_dir: str, loaded: Mapping[str, tuple[np.ndarra
     for entry, (image, label) in loaded.items():
         write_rgb_item(out, entry, image, label)
     write_split_lists(list_dir, splits)
+    write_all_list(list_dir, splits)
     return splits
+
+
+def write_all_list(list_dir: str | os.PathLike, entries: Mapping[str, Sequence[str]]) -> list[str]:
+    """Write ``<list_dir>/all.txt``, the sorted union of the entries of every list in ``entries`` ({list name:
+    entries}, e.g. train/val/test); returns it."""
+    union = sorted({entry for names in entries.values() for entry in names})
+    write_list(os.path.join(os.fspath(list_dir), f"{ALL_LIST}.txt"), union)
+    return union

@@ -9,6 +9,7 @@ import os
 import numpy as np
 
 from .bus import BUS_IMAGE_DIR, BUS_IMAGE_SUFFIX, BUS_MASK_DIR, BUS_ROOT
+from .binary_sets import write_all_list
 from .phantom_shapes import check_counts, save_image_file, write_rgb_phantom
 from .ultrasound_phantom import ultrasound_lesion_image
 
@@ -23,12 +24,14 @@ def bus_phantom_name(index: int) -> str:
 def write_bus_phantom(data_root: str | os.PathLike, list_dir: str | os.PathLike, num_train: int = 6,
                       num_val: int = 2, num_test: int = 2, size: int = 64, seed: int = 0) -> dict:
     """Write a synthetic prepared BUS set and its lists; image i is drawn from ``default_rng([seed, SALT, i])``;
-    the first ``num_train`` train, then val, test."""
+    the first ``num_train`` train, then val, test; ``all.txt`` lists them all."""
     def make_items(index: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
         image, label = ultrasound_lesion_image(np.random.default_rng([seed, SALT, index]), size, size)
         return [(bus_phantom_name(index), image, label)]
 
-    return write_rgb_phantom(data_root, list_dir, (num_train, num_val, num_test), make_items, size=size)
+    written = write_rgb_phantom(data_root, list_dir, (num_train, num_val, num_test), make_items, size=size)
+    write_all_list(written["list_dir"], written["entries"])  # <list_dir>/all.txt: the cross-domain test list
+    return written
 
 
 def write_bus_download(src: str | os.PathLike, num_images: int = 10, height: int = 40, width: int = 48,

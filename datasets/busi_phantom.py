@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 from .busi import BUSI_CLASSES, BUSI_DROPPED, BUSI_IMAGE_SUFFIX, BUSI_MASK_MARK, BUSI_ROOT
+from .binary_sets import write_all_list
 from .phantom_shapes import check_counts, save_image_file, write_rgb_phantom
 from .ultrasound_phantom import ultrasound_lesion_image
 
@@ -21,12 +22,15 @@ from .ultrasound_phantom import ultrasound_lesion_image
 def write_busi_phantom(data_root: str | os.PathLike, list_dir: str | os.PathLike, num_train: int = 6,
                        num_val: int = 2, num_test: int = 2, size: int = 64, seed: int = 0) -> dict:
     """Write a synthetic prepared BUSI set (``benign_<i>`` / ``malignant_<i>`` items alternately) and its lists.
-    Image i is drawn from ``default_rng([seed, i])``; the first ``num_train`` train, then val, test."""
+    Image i is drawn from ``default_rng([seed, i])``; the first ``num_train`` train, then val, test; ``all.txt``
+    lists them all."""
     def make_items(index: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
         name = f"{BUSI_CLASSES[index % 2]}_{index + 1}"
         return [(name, *ultrasound_lesion_image(np.random.default_rng([seed, index]), size, size))]
 
-    return write_rgb_phantom(data_root, list_dir, (num_train, num_val, num_test), make_items, size=size)
+    written = write_rgb_phantom(data_root, list_dir, (num_train, num_val, num_test), make_items, size=size)
+    write_all_list(written["list_dir"], written["entries"])  # <list_dir>/all.txt: the cross-domain test list
+    return written
 
 
 def write_busi_download(src: str | os.PathLike, num_benign: int = 10, num_malignant: int = 10, num_normal: int = 2,

@@ -65,6 +65,11 @@ def write_lesion_ids(list_dir: str | os.PathLike, rows: dict[str, tuple[str, str
         writer.writerows((entry, *rows[entry]) for entry in sorted(rows))
 
 
+def lesion_groups(list_dir: str | os.PathLike) -> dict[str, str]:
+    """{entry: lesion_id}: the support-set groups (images of one lesion never support each other)."""
+    return {entry: lesion for entry, (lesion, _) in read_lesion_ids(list_dir).items()}
+
+
 class HAM10000Dataset(RGBSegmentationDataset):
     """Prepared HAM10000 images; ``base_dir`` is the prepared folder (e.g. ``./data/HAM10000``). Splits:
     train/val/test (NV) and ``test_<dx>`` for the six other types."""
@@ -82,4 +87,5 @@ HAM10000 = register_dataset(DatasetSpec(
                         options=("num_train", "num_val", "num_test", "size"), write_download=write_ham10000_download),
     prepare_module="datasets.prepare_ham10000",
     raw=RawInput(normalize=normalize_image, resize=resize_image, resize_label=resize_label),
+    groups=lesion_groups,
 ))

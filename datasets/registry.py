@@ -110,6 +110,9 @@ class DatasetSpec:
     batch_sampler: Callable[..., Any] | None = None
     # How raw (unprepared) inputs are preprocessed for prediction (predict.py); None: prepared inputs only.
     raw: RawInput | None = None
+    # groups(list_dir) -> {case name: group id}: images of one group never support each other (support sets;
+    # HAM10000: images of one lesion). None: every image is its own group.
+    groups: Callable[[str], dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in DATA_KINDS:

@@ -29,6 +29,7 @@ class ModelEntry:
     dataset_settings: Callable[[str, int | None], dict[str, Any]] | None
     train_options: type | None
     description: str
+    context: str | None = None  # the batch context the model needs (datasets.context), e.g. "support_set"
 
 
 _MODELS: dict[str, ModelEntry] = {}
@@ -37,14 +38,16 @@ _MODELS: dict[str, ModelEntry] = {}
 def register_model(fn: Callable[..., nn.Module] | None = None, *, config: type | None = None,
                    preset: dict[str, Any] | None = None,
                    dataset_settings: Callable[[str, int | None], dict[str, Any]] | None = None,
-                   train_options: type | None = None, name: str | None = None):
+                   train_options: type | None = None, context: str | None = None, name: str | None = None):
     """Decorator registering ``builder(config, pretrained) -> model`` under its function name (or ``name``).
 
     ``config`` is the family's frozen config dataclass: its fields are the model's options, and those with
     :func:`cli_option` metadata are the scripts' command-line options. ``preset`` overrides its defaults for this
     name; ``dataset_settings(dataset, num_classes)`` gives the family's per-data-set values; ``train_options`` is the
     dataclass of the family's training options (their fields with cli_option metadata become options of the training
-    scripts; the trainer hands an instance to ``model.start_training``). ``pretrained``: None =
+    scripts; the trainer hands an instance to ``model.start_training``). ``context`` names the batch context the
+    model reads besides the image (a provider of ``datasets.context``, e.g. ``"support_set"``): the engine wraps
+    the model's training and evaluation data with it. ``pretrained``: None =
     the family's default, False = random initialisation, a path = a local weights file (nothing downloads).
     """
     def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -53,7 +56,7 @@ def register_model(fn: Callable[..., nn.Module] | None = None, *, config: type |
         key = name or builder.__name__
         doc = (builder.__doc__ or "").strip().splitlines()
         _MODELS[key] = ModelEntry(key, builder, config, dict(preset or {}), dataset_settings, train_options,
-                                  doc[0] if doc else "")
+                                  doc[0] if doc else "", context)
         return builder
 
     return decorate(fn) if fn is not None else decorate

@@ -98,7 +98,33 @@ def run_options(phantom: dict) -> list[str]:
 
 
 def tiny_cli_options(model: str) -> list[str]:
-    return [text for name, value in tiny_options(model).items() for text in (f"--{name}", str(value))]
+    """The tiny configuration as command-line options (a tuple field takes its values one after another)."""
+    options = []
+    for name, value in tiny_options(model).items():
+        options += [f"--{name}", *map(str, value if isinstance(value, tuple) else (value,))]
+    return options
+
+
+@pytest.mark.parametrize("model_name", list_models())
+def test_every_model_trains_and_tests_on_an_image_set_through_the_scripts_configs(model_name, tiny_phantoms,
+                                                                                   tmp_path):
+    """Train two steps and test every model on the BUSI phantom through the configs the scripts build; a model
+    with a batch context (support sets) gets it from the engine, with the training split as pool."""
+    phantom = tiny_phantoms("busi")
+    context = ["--support_size", "1", "--support_cache", str(tmp_path / "cache")] if model_name in TINY_CONTEXT else []
+    run_dir = tmp_path / "run"
+    config = build_train_parser("busi").parse_config(
+        ["--model", model_name, "--root_path", phantom["root_path"], *run_options(phantom),
+         *tiny_cli_options(model_name), *context, "--pretrained", "none", "--batch_size", "2", "--num_workers", "0",
+         "--max_steps", "2", "--max_epochs", "2", "--output_dir", str(run_dir)])
+    assert config.model_options["img_size"] == TINY_SIZE
+    assert train(config)["global_step"] == 2
+    record = evaluate(build_test_parser("busi").parse_config(
+        [*run_options(phantom), "--checkpoint", str(run_dir / "last.pth"), "--output_dir", str(tmp_path / "test")]))
+    spec = get_dataset("busi")
+    test_cases = spec.build(phantom["volume_path"], phantom["list_dir"], spec.test_split, spec.num_classes)
+    assert record["num_cases"] == len(test_cases)
+    assert ("context" in record) == (model_name in TINY_CONTEXT)
 
 
 @pytest.mark.parametrize("dataset", list_datasets())

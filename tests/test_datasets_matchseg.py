@@ -66,6 +66,7 @@ def test_busi_preparation_unites_masks_drops_normal_and_stratifies(busi_download
         assert sum(e.startswith("benign_") for e in entries) == sum(e.startswith("malignant_") for e in entries)
     everything = sorted(sum(splits.values(), []))
     assert len(set(everything)) == 20 and not any(e.startswith("normal") for e in everything)
+    assert read_lines(lists / "all.txt") == everything  # the cross-domain test list: every image
     assert sorted(os.listdir(out)) == sorted(e + ".npz" for e in everything)
     # benign (3) has two masks (left and right halves): the label is their union, the whole lesion
     src_root = src / "Dataset_BUSI_with_GT" / "benign"
@@ -126,6 +127,8 @@ def test_busi_bad_inputs(busi_download, tmp_path):
 def test_busi_phantom_reader(tmp_path):
     written = write_busi_phantom(tmp_path / "BUSI", tmp_path / "lists", num_train=2, num_val=1, num_test=1, size=32)
     assert {k: len(v) for k, v in written["entries"].items()} == {"train": 2, "val": 1, "test": 1}
+    assert read_lines(tmp_path / "lists" / "all.txt") == sorted(sum(written["entries"].values(), []))
+    check_reader("busi", written["root_path"], written["list_dir"], "all", 32)
     check_reader("busi", written["root_path"], written["list_dir"], "test", 32)
 
 
@@ -138,6 +141,7 @@ def test_bus_preparation_splits_70_10_20_and_bad_inputs(tmp_path):
     splits = {split: read_lines(lists / f"{split}.txt") for split in ("train", "val", "test")}
     assert {k: len(v) for k, v in splits.items()} == {"train": 7, "val": 1, "test": 2}
     assert sorted(sum(splits.values(), [])) == names
+    assert read_lines(lists / "all.txt") == names
     assert prepare_bus(str(src / "BUS"), str(tmp_path / "again"), str(tmp_path / "l2"), size=16) == splits
     image, label = load_item(out, names[0])
     assert image.shape == (16, 16, 3) and np.array_equal(image[..., 0], image[..., 1]) and label.max() == 1
@@ -167,6 +171,8 @@ def test_bus_preparation_splits_70_10_20_and_bad_inputs(tmp_path):
 
 def test_bus_phantom_reader(tmp_path):
     written = write_bus_phantom(tmp_path / "BUS", tmp_path / "lists", num_train=2, num_val=1, num_test=1, size=32)
+    assert read_lines(tmp_path / "lists" / "all.txt") == sorted(sum(written["entries"].values(), []))
+    check_reader("bus", written["root_path"], written["list_dir"], "all", 32)
     check_reader("bus", written["root_path"], written["list_dir"], "val", 32)
 
 
@@ -183,6 +189,7 @@ def test_glas_preparation_official_train_and_test_a_plus_b(tmp_path):
     assert sorted(listed["train"] + listed["val"]) == sorted(written["train"])
     assert listed["test"] == sorted(written["testA"] + written["testB"])
     assert (listed["testA"], listed["testB"]) == (sorted(written["testA"]), sorted(written["testB"]))
+    assert read_lines(lists / "all.txt") == sorted(written["train"] + written["testA"] + written["testB"])
     # the instance map (0, 1..k) is binarised
     instances = np.asarray(Image.open(src / "train_1_anno.bmp"))
     assert instances.max() >= 1
@@ -236,6 +243,7 @@ def test_ham10000_preparation_groups_nv_by_lesion_and_lists_each_other_type(tmp_
     for dx in ("mel", "bkl", "bcc", "akiec", "vasc", "df"):
         assert read_lines(lists / f"test_{dx}.txt") == sorted(i for _, i, d in rows if d == dx)
     assert read_lesion_ids(lists) == {image_id: (lesion_id, dx) for lesion_id, image_id, dx in rows}
+    assert read_lines(lists / "all.txt") == sorted(i for _, i, _ in rows)  # every image, NV and the other types
     assert len(os.listdir(out)) == len(rows)
     assert prepare_ham10000(str(src), str(tmp_path / "again"), str(tmp_path / "l2"), size=16) == {
         **splits, **{f"test_{dx}": read_lines(lists / f"test_{dx}.txt")

@@ -379,7 +379,7 @@ def test_png_gives_the_same_mask_as_test_isic2018(isic, tmp_path, capsys):
     predictions: dict[str, np.ndarray] = {}  # the evaluation's own predictions, as test_isic2018.py makes them
     model, _ = build_model_from_checkpoint(isic["checkpoint"])
     evaluate_model(model, isic["items"], kind="image", img_size=model.img_size, num_classes=2,
-                   on_case=lambda case, image, prediction, label: predictions.update({case: prediction}))
+                   on_case=lambda case, image, prediction, label, context: predictions.update({case: prediction}))
 
     assert len(predictions) == 3 and len(np.unique(np.concatenate([p.ravel() for p in predictions.values()]))) == 2
     status, _, err = run_predict(capsys, "--checkpoint", isic["checkpoint"], "--input", isic["images"], "--output",

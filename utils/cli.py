@@ -21,6 +21,7 @@ from typing import Any
 
 from datasets import get_dataset, list_datasets
 from datasets.common import DataError, non_negative_int, positive_int
+from datasets.context import get_context
 from networks import list_models, model_entry
 from networks.registry import model_config
 from utils.checkpoint import CheckpointError, peek_arch
@@ -46,7 +47,8 @@ IGNORED_OPTIONS = {
     "test": {"n_gpu": _NO_GPU_COUNT, "max_iterations": "not used for testing",
              "max_epochs": "not used for testing", "base_lr": "not used for testing"},
 }
-_ARGPARSE_TYPES = {"int": int, "float": float, "str": str}
+_ARGPARSE_TYPES = {"int": int, "float": float, "str": str, "int | None": int, "str | None": str,
+                   "tuple[int, ...]": int}  # a tuple field takes one or more values (--widths 32 32 32 32)
 
 
 def canonical_dataset(name: str) -> str:
@@ -83,6 +85,7 @@ class RunParser(argparse.ArgumentParser):
         self.role, self.fixed_dataset = role, dataset
         self.model_option_names: list[str] = []
         self.train_option_names: list[str] = []
+        self.context_option_names: list[str] = []
         self._built = False
 
     def _selection(self, argv: Sequence[str]) -> tuple[str, str | None]:
@@ -129,11 +132,13 @@ class RunParser(argparse.ArgumentParser):
         """The typed run configuration of the command line."""
         parsed = self.parse_args(args)
         model_options = {name: getattr(parsed, name) for name in self.model_option_names}
+        context_options = {name: getattr(parsed, name) for name in self.context_option_names}
         if self.role == "train":
             train_options = {name: getattr(parsed, name) for name in self.train_option_names}
             return config_from_namespace(TrainConfig, parsed, model_options=model_options,
-                                         train_options=train_options)
-        return config_from_namespace(EvalConfig, parsed, model_options=model_options)
+                                         train_options=train_options, context_options=context_options)
+        return config_from_namespace(EvalConfig, parsed, model_options=model_options,
+                                     context_options=context_options)
 
 
 def _add_selection_help(parser: RunParser) -> None:
@@ -156,6 +161,7 @@ def _build(parser: RunParser, dataset: str, model: str) -> None:
         group.add_argument("--max_steps", type=positive_int, default=None,
                            help="stop after this many optimizer steps (smoke tests)")
         _add_train_options(parser, model)
+    _add_context_options(parser, model, parser.role)
     _add_runtime_options(parser, parser.role)
     if parser.role == "train":
         group = parser.add_argument_group("output")
@@ -223,13 +229,16 @@ def _option_type(item: dataclasses.Field) -> Callable[[str], Any]:
     return kind
 
 
-def _add_dataclass_options(group, fields: Sequence[dataclasses.Field], defaults: Any, suffix: str = "") -> list[str]:
-    """``--<field>`` for every field with cli_option metadata; returns their names."""
+def _add_dataclass_options(group, fields: Sequence[dataclasses.Field], defaults: Any, suffix: str = "",
+                           role: str | None = None) -> list[str]:
+    """``--<field>`` for every field with cli_option metadata (and, when the metadata names a role, of ``role``);
+    returns their names."""
     names = []
     for item in fields:
-        if "help" not in item.metadata:
+        if "help" not in item.metadata or item.metadata.get("role", role) != role:
             continue
         group.add_argument(f"--{item.name}", type=_option_type(item), choices=item.metadata.get("choices"),
+                           nargs="+" if str(item.type).startswith("tuple[") else None,
                            default=None if defaults is None else getattr(defaults, item.name),
                            help=item.metadata["help"] + suffix)
         names.append(item.name)
@@ -261,6 +270,20 @@ def _add_train_options(parser: RunParser, model: str) -> None:
         return
     group = parser.add_argument_group(f"training schedule of {model}")
     parser.train_option_names = _add_dataclass_options(group, dataclasses.fields(options_class), options_class())
+
+
+def _add_context_options(parser: RunParser, model: str, role: str) -> None:
+    """The options of the model's batch context (e.g. support sets). For testing they default to None = the
+    training run's values (stored in the checkpoint)."""
+    context = model_entry(model).context
+    if context is None:
+        return
+    provider = get_context(context)
+    train = role == "train"
+    group = parser.add_argument_group(f"batch context: {context} ({provider.description})")
+    parser.context_option_names = _add_dataclass_options(
+        group, dataclasses.fields(provider.options), provider.options() if train else None,
+        "" if train else " (default: as in the training run)", role)
 
 
 def _add_runtime_options(parser: argparse.ArgumentParser, role: str) -> None:

@@ -25,6 +25,7 @@ class TrainConfig:
     output_dir: str
     model_options: dict[str, Any] = field(default_factory=dict)
     train_options: dict[str, Any] = field(default_factory=dict)
+    context_options: dict[str, Any] = field(default_factory=dict)  # the model's batch context (support sets)
     pretrained: str | bool | None = None
     num_workers: int = 0
     val_list: str | None = None
@@ -46,10 +47,10 @@ class TrainConfig:
     notes: list[str] = field(default_factory=list)
 
     def flat(self) -> dict[str, Any]:
-        """Every option in one dict (run options, model options, training options): config.json's ``args``."""
+        """Every option in one dict (run, model, training and context options): config.json's ``args``."""
         values = {item.name: getattr(self, item.name) for item in dataclasses.fields(self)
-                  if item.name not in ("model_options", "train_options")}
-        return {**values, **self.model_options, **self.train_options}
+                  if item.name not in ("model_options", "train_options", "context_options")}
+        return {**values, **self.model_options, **self.train_options, **self.context_options}
 
 
 @dataclass
@@ -66,6 +67,7 @@ class EvalConfig:
     output_dir: str
     model: str | None = None  # None: the checkpoint's architecture
     model_options: dict[str, Any] = field(default_factory=dict)
+    context_options: dict[str, Any] = field(default_factory=dict)  # None values: the training run's
     device: str = "auto"
     amp: str = "none"
     seed: int = 2222

@@ -29,13 +29,15 @@ from utils.config import EvalConfig, TrainConfig
 from utils.inference import model_device, predict_image, predict_volume, resolve_device
 from utils.metrics import METRIC_NAMES, case_metrics, summarize
 from utils.runlog import CreatedPaths, amp_dtype, format_table, logger, removed_on_failure, run_logging, seed_everything
-from utils.visual import overlay, save_png, side_by_side
+from utils.context import with_test_context
+from utils.visual import image_grid, overlay, save_png, side_by_side
 
 CSV_COLUMNS = ("case", "class", *METRIC_NAMES)
 NIFTI_SUFFIXES = {"image": "_img.nii.gz", "prediction": "_pred.nii.gz", "label": "_gt.nii.gz"}
 NIFTI_AFFINE = np.eye(4)  # unit spacing, as the release wrote its predictions
 
-CaseCallback = Callable[[str, np.ndarray, np.ndarray, np.ndarray], None]
+# on_case(case, image, prediction, label, context): context = the item's entries beyond image/label/name
+CaseCallback = Callable[[str, np.ndarray, np.ndarray, np.ndarray, dict], None]
 
 
 def class_labels(class_names: Sequence[str], num_classes: int) -> list[str]:
@@ -70,11 +72,18 @@ def predict_case(model: torch.nn.Module, image: np.ndarray, *, kind: str, img_si
                          return_probabilities=return_probabilities)
 
 
-def item_context(item: dict, model: torch.nn.Module) -> dict:
-    """The entries of an evaluation item beyond image, label and name (a data set's context for the model, e.g. a
-    support set), as tensors on the model's device."""
-    return {key: torch.as_tensor(value).to(model_device(model)) for key, value in item.items()
-            if key not in ITEM_KEYS}
+def context_entries(item: dict) -> dict:
+    """The entries of an evaluation item beyond image, label and name: a data set's context for the model (e.g. a
+    support set)."""
+    return {key: value for key, value in item.items() if key not in ITEM_KEYS}
+
+
+def item_context(item: dict, model: torch.nn.Module, kind: str) -> dict:
+    """An item's context entries as tensors on the model's device. An image case is one forward, so its entries
+    become a batch of one (a leading axis of 1, as a collated training batch has); a volume's entries are passed
+    as they are with every batch of its slices (the same context for each slice)."""
+    entries = {key: torch.as_tensor(value) for key, value in context_entries(item).items()}
+    return {key: (value[None] if kind == "image" else value).to(model_device(model)) for key, value in entries.items()}
 
 
 def check_input_channels(checkpoint: str | Path, model: torch.nn.Module, dataset: str) -> None:
@@ -96,7 +105,8 @@ def evaluate_model(model: torch.nn.Module, dataset: torch.utils.data.Dataset, *,
 
     Returns ``(per_case, summary)``: ``per_case[case_name]`` is the ``[num_classes-1, 4]`` metric array of
     ``case_metrics`` (on the 3-D or 2-D label map); ``summary`` is ``utils.metrics.summarize(per_case)``.
-    ``on_case(case, image, prediction, label)`` is called after each case (used to write NIfTI / overlays). The
+    ``on_case(case, image, prediction, label, context)`` is called after each case (used to write NIfTI / overlays;
+    ``context``: the item's context entries, e.g. its supports). The
     model's train/eval modes are kept (the predictors restore them).
     """
     if kind not in DATA_KINDS:  # before the first case is loaded
@@ -106,10 +116,10 @@ def evaluate_model(model: torch.nn.Module, dataset: torch.utils.data.Dataset, *,
         item = dataset[index]
         image, label, case = item["image"], item["label"], item["case_name"]
         prediction = predict_case(model, image, kind=kind, img_size=img_size, batch_size=batch_size, device=device,
-                                  amp=amp, context=item_context(item, model), tta=tta)
+                                  amp=amp, context=item_context(item, model, kind), tta=tta)
         per_case[case] = case_metrics(prediction, label, num_classes, protocol=protocol)
         if on_case is not None:
-            on_case(case, image, prediction, label)
+            on_case(case, image, prediction, label, context_entries(item))
     return per_case, summarize(per_case)
 
 
@@ -190,10 +200,16 @@ def save_case_overlays(directory: Path, case: str, image: np.ndarray, prediction
 
 
 def save_image_overlay(directory: Path, case: str, image: np.ndarray, prediction: np.ndarray, label: np.ndarray,
-                       num_classes: int, created: CreatedPaths) -> None:
+                       num_classes: int, created: CreatedPaths,
+                       references: Sequence[tuple[np.ndarray, np.ndarray]] = ()) -> None:
     """PNG (ground truth | prediction) of a 2-D image case (RGB [3, H, W] shown per-channel min-max scaled):
-    ``<case>.png``."""
-    save_png(created.track(directory / f"{case}.png"), gt_pred_panel(image, label, prediction, num_classes))
+    ``<case>.png``; ``references`` (image, label) pairs the prediction was made from (a support set) go in a
+    second row, each with its label."""
+    panel = gt_pred_panel(image, label, prediction, num_classes)
+    if references:
+        panel = image_grid([[panel], [side_by_side(*(overlay(ref_image, ref_label, num_classes)
+                                                     for ref_image, ref_label in references))]])
+    save_png(created.track(directory / f"{case}.png"), panel)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -230,11 +246,14 @@ def evaluate(config: EvalConfig) -> dict:
     seed_everything(config.seed, bool(config.deterministic))
     device = resolve_device(config.device)
     dataset = build_eval_dataset(config, config.test_list)
-    model, _ = build_model_from_checkpoint(config.checkpoint, requested_architecture(config), map_location="cpu",
-                                           arch=config.model)
+    model, checkpoint = build_model_from_checkpoint(config.checkpoint, requested_architecture(config),
+                                                    map_location="cpu", arch=config.model)
     check_input_channels(config.checkpoint, model, config.dataset)
     model.to(device)
     img_size = model.img_size
+    dataset = with_test_context(dataset, config, model.arch, checkpoint.get("args") or {}, img_size, str(device),
+                                str(config.checkpoint))
+    context_info = getattr(dataset, "context_info", None)
     labels = class_labels(config.class_names, config.num_classes)
     output_dir = Path(config.output_dir)
 
@@ -246,14 +265,17 @@ def evaluate(config: EvalConfig) -> dict:
             logger.info("evaluating %s on %d %ss of %s (%s protocol, img_size %d, device %s, tta %s)",
                         config.checkpoint, len(dataset), kind, config.test_list, config.metrics, img_size, device,
                         config.tta)
+            if context_info:
+                logger.info("batch context: %s", context_info)
             writes_files = config.is_savenii or config.save_overlays
-            on_case = _case_writer(config, kind, output_dir, created) if writes_files else None
+            on_case = _case_writer(config, kind, output_dir, created, getattr(dataset, "context_pairs", None)) \
+                if writes_files else None
             per_case, summary = evaluate_model(model, dataset, kind=kind, img_size=img_size,
                                                num_classes=config.num_classes, protocol=config.metrics,
                                                batch_size=config.batch_size, device=device, amp=amp_dtype(config.amp),
                                                on_case=on_case, desc="test", tta=config.tta)
             record = {**summary_record(summary, labels, config.metrics, str(config.checkpoint), len(per_case)),
-                      "tta": config.tta}
+                      "tta": config.tta, **({"context": context_info} if context_info else {})}
             atomic_write_text(created.track(output_dir / "metrics.csv"), metrics_csv_text(per_case, labels))
             atomic_write_json(created.track(output_dir / "summary.json"), record)
             logger.info("\n%s", metric_tables(per_case, summary, labels))
@@ -262,19 +284,22 @@ def evaluate(config: EvalConfig) -> dict:
     return record
 
 
-def _case_writer(config: EvalConfig, kind: str, output_dir: Path, created: CreatedPaths) -> CaseCallback:
+def _case_writer(config: EvalConfig, kind: str, output_dir: Path, created: CreatedPaths,
+                 context_pairs: Callable[[dict], list] | None = None) -> CaseCallback:
     """Callback of ``evaluate_model`` writing the per-case NIfTI files and overlays that were asked for (an image
-    case has one overlay, whatever N ``--save-overlays`` asks for)."""
+    case has one overlay, whatever N ``--save-overlays`` asks for; ``context_pairs(context)`` gives the reference
+    pairs, e.g. supports, shown with it)."""
     nifti_dir = created.mkdir(config.test_save_dir) if config.is_savenii else None
     overlay_dir = created.mkdir(output_dir / "overlays") if config.save_overlays else None
 
-    def write(case: str, image: np.ndarray, prediction: np.ndarray, label: np.ndarray) -> None:
+    def write(case: str, image: np.ndarray, prediction: np.ndarray, label: np.ndarray, context: dict) -> None:
         if nifti_dir is not None:
             save_case_nifti(nifti_dir, case, image, prediction, label, created)
         if overlay_dir is None:
             return
         if kind == "image":
-            save_image_overlay(overlay_dir, case, image, prediction, label, config.num_classes, created)
+            references = context_pairs(context) if context_pairs is not None and context else ()
+            save_image_overlay(overlay_dir, case, image, prediction, label, config.num_classes, created, references)
         else:
             save_case_overlays(overlay_dir, case, image, prediction, label, config.num_classes, config.save_overlays,
                                created)

@@ -52,6 +52,7 @@ from datasets.common import DataError, check_finite, non_negative_int, positive_
 from datasets.registry import DatasetSpec, RawInput, is_orientation
 from datasets.rgb import read_rgb_image
 from utils.checkpoint import CheckpointError, atomic_write_bytes, atomic_write_text, build_model_from_checkpoint
+from utils.context import model_context
 from utils.evaluator import NIFTI_AFFINE, check_input_channels, class_labels, most_foreground_slices, predict_case
 from utils.inference import PROBABILITY_ZOOM_ORDER, TTA_MODES, resize_slice, resolve_device
 from utils.runlog import CreatedPaths, amp_dtype, removed_on_failure, seed_everything
@@ -622,6 +623,10 @@ def predict(config: PredictConfig) -> PredictSummary:
     if not Path(config.input).exists():  # before the (slow) checkpoint load
         raise DataError(config.input, "input does not exist")
     model, ckpt = build_model_from_checkpoint(config.checkpoint, map_location="cpu")
+    if model_context(model.arch) is not None:
+        raise CheckpointError(config.checkpoint, f"{model.arch} segments a query against a support set of labelled "
+                                                 "training images, which predict.py does not build yet; evaluate "
+                                                 "listed images with test.py (README: known issues)")
     spec = checkpoint_dataset(config, ckpt, summary.notes)
     check_input_channels(config.checkpoint, model, spec.name)
     items, notes = find_inputs(config.input, spec.kind, exclude=[output])

@@ -35,6 +35,7 @@ from utils.checkpoint import (
     load_model_state, model_checkpoint, restore_rng_state, save_checkpoint, saved_model_config,
 )
 from utils.config import TrainConfig
+from utils.context import with_training_context, with_validation_context
 from utils.distributed import (
     GlobalBatchSampler, average_batchnorm_statistics, check_replicas_identical, convert_to_global_batchnorm,
     gather_objects, mean_over_ranks, setup_distributed, teardown_distributed, wrap_data_parallel,
@@ -241,11 +242,16 @@ class Trainer:
         self.model = self.create_model()
         self.model.set_grad_checkpointing(config.grad_checkpointing)
         self.model.start_training(train_options(config))
-        self.train_set = build_train_dataset(config, self.model.img_size)
-        self.val_set = build_eval_dataset(config, config.val_list) if config.val_list else None
+        img_size, device = self.model.img_size, str(self.device)
+        self.train_set = with_training_context(build_train_dataset(config, img_size), config, img_size, device)
+        self.val_set = None
+        if config.val_list:
+            self.val_set = with_validation_context(build_eval_dataset(config, config.val_list), config, img_size,
+                                                   device)
         self.test_set = None
         if config.select_best_on_test:
-            self.test_set = build_eval_dataset(config, self.spec.test_split)
+            self.test_set = with_validation_context(build_eval_dataset(config, self.spec.test_split), config,
+                                                    img_size, device)
         self.global_batchnorm = self.context.enabled and bool(config.sync_bn)
         if self.global_batchnorm:
             convert_to_global_batchnorm(self.model)
@@ -288,6 +294,9 @@ class Trainer:
         logger.info("model %s %s: %s parameters (%s trainable), %.2f GFLOPs at %dx%d", self.model.arch,
                     self.model.config, f"{summary['params']:,}", f"{summary['trainable']:,}", summary["gflops"],
                     img_size, img_size)
+        context_info = getattr(self.train_set, "context_info", None)
+        if context_info:
+            logger.info("batch context: %s", context_info)
         logger.info("%d training slices, batch %d (%d workers), device %s, amp %s%s", len(self.train_set),
                     config.batch_size, config.num_workers, self.device, config.amp,
                     "; the incomplete final batch is skipped" if self.sampler.drops_last else "")
@@ -303,7 +312,8 @@ class Trainer:
         atomic_write_json(self.output_dir / "config.json",
                           {"args": self.config.flat(), "arch": self.model.arch,
                            "model_config": asdict(self.model.config),
-                           "train_slices": len(self.train_set), "world_size": self.context.world_size})
+                           "train_slices": len(self.train_set), "world_size": self.context.world_size,
+                           "context": getattr(self.train_set, "context_info", None)})
 
     def save(self, names: tuple[str, ...]) -> None:
         if not self.context.is_main:

@@ -14,20 +14,22 @@ from .joint_attention import JointAttention
 from .loss import DiceBCEFocalLoss
 from .model import SUPPORT_IMAGES, SUPPORT_LABELS, MatchSeg
 
+SUPPORT_SET = "support_set"  # the batch context (datasets.support_sets): k support pairs per query
 
-@register_model(config=MatchSegConfig, preset=PRESETS["matchseg"])
+
+@register_model(config=MatchSegConfig, preset=PRESETS["matchseg"], context=SUPPORT_SET)
 def matchseg(config: MatchSegConfig, pretrained=None) -> MatchSeg:
     """MatchSeg: UniverSeg-style CrossBlock U-Net with Joint Attention (RGB, widths 64, 128 px)."""
     return MatchSeg(config, pretrained=pretrained)
 
 
-@register_model(config=MatchSegConfig, preset=PRESETS["matchseg_wide"])
+@register_model(config=MatchSegConfig, preset=PRESETS["matchseg_wide"], context=SUPPORT_SET)
 def matchseg_wide(config: MatchSegConfig, pretrained=None) -> MatchSeg:
     """MatchSeg with widths 160 (near the paper's 7.79 M parameters)."""
     return MatchSeg(config, pretrained=pretrained)
 
 
-@register_model(config=MatchSegConfig, preset=PRESETS["universeg"])
+@register_model(config=MatchSegConfig, preset=PRESETS["universeg"], context=SUPPORT_SET)
 def universeg(config: MatchSegConfig, pretrained=None) -> MatchSeg:
     """UniverSeg (Butoi et al. 2023), the released architecture: grey, widths 64, no Joint Attention."""
     return MatchSeg(config, pretrained=pretrained)

@@ -29,7 +29,8 @@ class MatchSegConfig:
     img_size: int = field(default=128, metadata=_option(
         "input size of the network (a multiple of 2 ** (number of widths - 1); the Joint Attention placement is "
         "decided at this size)"))
-    widths: tuple[int, ...] = (64, 64, 64, 64)
+    widths: tuple[int, ...] = field(default=(64, 64, 64, 64), metadata=_option(
+        "channels of the encoder's CrossBlocks, one per level (the decoder uses them reversed, without the deepest)"))
     joint_attention: int = field(default=1, metadata=_option(
         "1: Joint Attention between the query and its supports (MatchSeg); 0: the plain UniverSeg backbone",
         choices=(0, 1), minimum=0))

@@ -1,0 +1,80 @@
+"""The engine's side of batch context (``datasets.context``): which provider a model needs, its options, and the
+training and evaluation datasets wrapped with it. Names no model and no provider.
+
+Training: queries = the augmented training split, pool = the same split. Validation: queries = the validation list,
+pool = the training split, un-augmented. Testing: pool = the training split of the data the checkpoint was trained
+on (its saved ``root_path`` / ``list_dir`` / ``dataset``, unless the test run names another), options = the
+training run's, overridden by those given to the test script.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from datasets import get_dataset
+from datasets.context import ContextProvider, ContextSource, get_context
+from networks import model_entry
+from utils.config import EvalConfig, TrainConfig
+
+
+def model_context(arch: str) -> ContextProvider | None:
+    """The batch-context provider model ``arch`` registered with, or None."""
+    name = model_entry(arch).context
+    return None if name is None else get_context(name)
+
+
+def context_options(provider: ContextProvider, *layers: Mapping[str, Any]) -> Any:
+    """The provider's options: its defaults < each layer in turn (None values and unknown keys skipped)."""
+    names = {item.name for item in dataclasses.fields(provider.options)}
+    values: dict[str, Any] = {}
+    for layer in layers:
+        values.update({key: value for key, value in layer.items() if key in names and value is not None})
+    return provider.options(**values)
+
+
+def training_source(config: TrainConfig, dataset) -> ContextSource:
+    return ContextSource(get_dataset(config.dataset), dataset, config.list_dir)
+
+
+def with_training_context(dataset, config: TrainConfig, img_size: int, device: str):
+    """The training dataset with its context (pool = itself), or unchanged for a model without one."""
+    provider = model_context(config.model)
+    if provider is None:
+        return dataset
+    source = training_source(config, dataset)
+    return provider.attach(source, source, context_options(provider, config.context_options), training=True,
+                           img_size=img_size, seed=config.seed, device=device)
+
+
+def with_validation_context(dataset, config: TrainConfig, img_size: int, device: str):
+    """A validation dataset with its context from the un-augmented training split, or unchanged."""
+    provider = model_context(config.model)
+    if provider is None:
+        return dataset
+    spec = get_dataset(config.dataset)
+    pool = spec.build(config.root_path, config.list_dir, spec.train_split, config.num_classes, seed=config.seed)
+    return provider.attach(training_source(config, dataset), training_source(config, pool),
+                           context_options(provider, config.context_options), training=False, img_size=img_size,
+                           seed=config.seed, device=device)
+
+
+def with_test_context(dataset, config: EvalConfig, arch: str, trained_with: Mapping[str, Any], img_size: int,
+                      device: str, checkpoint: str):
+    """A test dataset with its context: pool = the training split of the data the checkpoint was trained on
+    (``trained_with`` = its saved run options), unless the test options name another. Unchanged without context."""
+    provider = model_context(arch)
+    if provider is None:
+        return dataset
+    options = context_options(provider, trained_with, config.context_options)
+    pool_dataset = getattr(options, "support_dataset", None) or trained_with.get("dataset")
+    root = getattr(options, "support_root", None) or trained_with.get("root_path")
+    list_dir = getattr(options, "support_list_dir", None) or trained_with.get("list_dir")
+    if not (pool_dataset and root and list_dir):
+        raise ValueError(f"{checkpoint}: the checkpoint does not record its training data; name the support pool "
+                         "with --support_dataset, --support_root and --support_list_dir")
+    spec = get_dataset(pool_dataset)
+    pool = spec.build(root, list_dir, spec.train_split, config.num_classes, seed=config.seed)
+    return provider.attach(ContextSource(get_dataset(config.dataset), dataset, config.list_dir),
+                           ContextSource(spec, pool, list_dir), options, training=False, img_size=img_size,
+                           seed=int(trained_with.get("seed", config.seed)), device=device)
