@@ -4,6 +4,7 @@
 #   make lint   ruff over the tree (configuration in pyproject.toml)
 #   make demo   phantom data -> short CPU training (runs/demo) -> test (runs/demo/test) -> DSC/HD95 table
 #   make demo-unet   the same data, recipe and epochs with the smp U-Net baseline (runs/demo_unet)
+#   make demo-matchseg   phantom BUSI set -> short CPU training of MatchSeg with HOG-selected supports -> test
 #   make bench-cpu / bench-gpu   the rows of README's performance tables -> benchmarks/results/<tag>_*.json
 PYTHON ?= python3
 VENV := .venv
@@ -27,6 +28,19 @@ DEMO_UNET_DIR := runs/demo_unet
 # The baseline at the demo's input size, random init like the demo's Sim-MPNet.
 DEMO_UNET_MODEL := --model unet --img_size 64 --pretrained none
 
+# MatchSeg demo: a BUSI-like phantom (48 train, 8 val, 24 test images at 64 px); MatchSeg at widths 32 (the paper's
+# layout, narrower for the CPU), k = 4 HOG-selected supports per query, 20 epochs of 6 steps at lr 1e-3; the
+# checkpoint with the best validation DSC is tested, with its supports from the training split.
+PHANTOM_BUSI := $(PHANTOM)/BUSI
+PHANTOM_BUSI_LISTS := $(PHANTOM)/lists/lists_BUSI
+PHANTOM_BUSI_COUNTS := --num_train 48 --num_valid 8 --num_test 24 --size 64
+PHANTOM_BUSI_STAMP := $(PHANTOM)/.busi-48-8-24-64
+DEMO_MATCHSEG_DIR := runs/demo_matchseg
+DEMO_MATCHSEG_DATA := --volume_path $(PHANTOM_BUSI) --list_dir $(PHANTOM_BUSI_LISTS)
+DEMO_MATCHSEG_MODEL := --model matchseg --img_size 64 --widths 32 32 32 32 --pretrained none \
+	--support_size 4 --support_selection hog --support_cache $(DEMO_MATCHSEG_DIR)/support_cache
+DEMO_MATCHSEG_TRAIN := --max_epochs 20 --batch_size 8 --base_lr 1e-3 --num_workers 1
+
 # Performance tables (README -> Performance): fast vs reference, one JSON report per row. An otherwise idle machine;
 # the tag names the machine in the file names (cpu2: this project's 2-core machine; h100: the lent GPU).
 BENCH := $(PY) benchmarks/bench_model.py
@@ -36,7 +50,7 @@ GPU_TAG ?= gpu
 # The paper's training configuration on a GPU: small 256/224, Synapse constants, batch 20, bf16.
 BENCH_GPU_MODEL := --what model --scale small --img_size 256 --batch 20 --amp bf16 --device cuda --repeats 5 --warmup 2
 
-.PHONY: venv lint test demo demo-unet bench-cpu bench-gpu
+.PHONY: venv lint test demo demo-unet demo-matchseg bench-cpu bench-gpu
 
 $(VENV_STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -66,6 +80,16 @@ demo-unet: $(VENV_STAMP) $(PHANTOM_STAMP)
 		$(DEMO_TRAIN) --device cpu --output_dir $(DEMO_UNET_DIR) --resume auto
 	$(PY) test.py --dataset synapse $(DEMO_VOLUMES) --checkpoint $(DEMO_UNET_DIR)/last.pth \
 		--output_dir $(DEMO_UNET_DIR)/test --device cpu
+
+$(PHANTOM_BUSI_STAMP): | $(VENV_STAMP)
+	$(PY) -m datasets.phantom --dataset busi --out $(PHANTOM) $(PHANTOM_BUSI_COUNTS)
+	touch $@
+
+demo-matchseg: $(VENV_STAMP) $(PHANTOM_BUSI_STAMP)
+	$(PY) train.py --dataset busi --root_path $(PHANTOM_BUSI) $(DEMO_MATCHSEG_DATA) $(DEMO_MATCHSEG_MODEL) \
+		$(DEMO_MATCHSEG_TRAIN) --device cpu --output_dir $(DEMO_MATCHSEG_DIR) --resume auto
+	$(PY) test.py --dataset busi $(DEMO_MATCHSEG_DATA) --checkpoint $(DEMO_MATCHSEG_DIR)/best_val.pth \
+		--output_dir $(DEMO_MATCHSEG_DIR)/test --device cpu --save-overlays 1
 
 bench-cpu: $(VENV_STAMP)
 	$(BENCH) --what dmwla --batch 4 --threads 2 --repeats 9 --warmup 2 --device cpu \
