@@ -44,6 +44,7 @@ DEMO_MATCHSEG_TRAIN := --max_epochs 20 --batch_size 8 --base_lr 1e-3 --num_worke
 # Performance tables (README -> Performance): fast vs reference, one JSON report per row. An otherwise idle machine;
 # the tag names the machine in the file names (cpu2: this project's 2-core machine; h100: the lent GPU).
 BENCH := $(PY) benchmarks/bench_model.py
+BENCH_MATCHSEG := $(PY) benchmarks/bench_matchseg.py
 BENCH_RESULTS := benchmarks/results
 CPU_TAG ?= cpu2
 GPU_TAG ?= gpu
@@ -98,6 +99,8 @@ bench-cpu: $(VENV_STAMP)
 		--json $(BENCH_RESULTS)/$(CPU_TAG)_model_small_b2.json
 	$(BENCH) --what volume --threads 2 --repeats 1 --warmup 0 --device cpu \
 		--json $(BENCH_RESULTS)/$(CPU_TAG)_volume_100x512.json
+	$(BENCH_MATCHSEG) --device cpu --threads 2 --img_size 128 --shots 8 --batch 2 --repeats 3 \
+		--json $(BENCH_RESULTS)/$(CPU_TAG)_matchseg_128_k8_b2.json
 
 bench-gpu: $(VENV_STAMP)
 	$(BENCH) $(BENCH_GPU_MODEL) --json $(BENCH_RESULTS)/$(GPU_TAG)_model_small_b20_bf16.json
@@ -107,3 +110,5 @@ bench-gpu: $(VENV_STAMP)
 		--json $(BENCH_RESULTS)/$(GPU_TAG)_dmwla_b20_bf16.json
 	$(BENCH) --what volume --amp bf16 --device cuda --repeats 1 --warmup 0 \
 		--json $(BENCH_RESULTS)/$(GPU_TAG)_volume_100x512_bf16.json
+	$(BENCH_MATCHSEG) --device cuda --img_size 128 --shots 8 --batch 32 --amp bf16 --repeats 5 --warmup 2 \
+		--json $(BENCH_RESULTS)/$(GPU_TAG)_matchseg_128_k8_b32_bf16.json

@@ -22,7 +22,6 @@ checked against a float64 brute force (``verified_rows``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -38,12 +37,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_model import AMP_DTYPES, RssPeak, run_timings, steps_for, synchronize  # noqa: E402
+from bench_model import (  # noqa: E402
+    AMP_DTYPES, RssPeak, run_config, run_timings, start_run, steps_for, synchronize, write_report,
+)
 
 from datasets.support_selection import EmbeddingBackend, cached_embeddings, topk_supports  # noqa: E402
 from networks import create_model  # noqa: E402
-from utils.checkpoint import atomic_write_json, json_safe  # noqa: E402
-from utils.inference import resolve_device  # noqa: E402
+from utils.checkpoint import json_safe  # noqa: E402
 
 MODELS = ("matchseg", "universeg")
 IN_CHANS = {"matchseg": 3, "universeg": 1}
@@ -223,12 +223,7 @@ def run_retrieval(args, device) -> dict:
 def main(argv: list[str] | None = None) -> dict | None:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        device = resolve_device(args.device)
-    except ValueError as error:
-        raise SystemExit(f"error: {error}") from None
+    device = start_run(args)
     if args.memory_probe:  # child process: one model, print its peak memory in MiB
         print(probe_memory(args, device))
         return None
@@ -237,20 +232,14 @@ def main(argv: list[str] | None = None) -> dict | None:
     results = run_timings(args, device, names, workloads)
     for name in names:
         results[name] = {"params": args.params[name], **results[name], "peak_mem_mb": peak_memory_mb(argv, name)}
-    config = {k: v for k, v in vars(args).items() if k not in ("json", "memory_probe", "params")}
-    config.update(device=str(device), torch=torch.__version__, threads=torch.get_num_threads(),
-                  gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else None)
-    report = {"config": config, **results}
+    report = {"config": run_config(args, device, "params"), **results}
     if len(names) == 2:
         matchseg, universeg = results["matchseg"], results["universeg"]
         report["ratio"] = {key: matchseg[key] / universeg[key] if universeg[key] else None for key in matchseg}
     if args.retrieval_items:
         report["retrieval"] = run_retrieval(args, device)
     report = json_safe(report)
-    print(json.dumps(report, indent=2))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(args.json, report)
+    write_report(report, args.json)
     return report
 
 

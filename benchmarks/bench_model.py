@@ -289,15 +289,39 @@ def probe_memory(args, device) -> float:
     return peak.growth_mb
 
 
-def main(argv: list[str] | None = None) -> dict | None:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = parse_args(argv)
+def start_run(args) -> torch.device:
+    """Apply ``--threads`` and resolve ``--device`` (one ``error:`` line for a device that is not there)."""
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        device = resolve_device(args.device)
+        return resolve_device(args.device)
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
+
+
+def run_config(args, device: torch.device, *internal: str) -> dict:
+    """The report's ``config``: the options (without ``--json``, the probe flag and ``internal`` attributes), the
+    device, torch version, threads and GPU name."""
+    config = {k: v for k, v in vars(args).items() if k not in ("json", "memory_probe", *internal)}
+    config.update(device=str(device), torch=torch.__version__, threads=torch.get_num_threads(),
+                  gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else None)
+    return config
+
+
+def write_report(report: dict, path: Path | None) -> None:
+    """Print the report and, with ``--json``, write it there atomically (temporary name, then rename)."""
+    print(json.dumps(report, indent=2))
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_text(json.dumps(report, indent=2))
+        os.replace(temporary, path)
+
+
+def main(argv: list[str] | None = None) -> dict | None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    device = start_run(args)
     if args.memory_probe:  # child process: one implementation, print its peak memory in MiB
         print(probe_memory(args, device))
         return None
@@ -305,21 +329,13 @@ def main(argv: list[str] | None = None) -> dict | None:
     results = run_timings(args, device, impls)
     for impl in impls:
         results[impl]["peak_mem_mb"] = peak_memory_mb(argv, impl)
-    config = {k: v for k, v in vars(args).items() if k not in ("json", "memory_probe")}
-    config.update(device=str(device), torch=torch.__version__, threads=torch.get_num_threads(),
-                  gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else None)
-    report = {"config": config, **results}
+    report = {"config": run_config(args, device), **results}
     if len(impls) == 2:
         fast, reference = results["fast"], results["reference"]
         report["speedup"] = {key.removesuffix("_s"): reference[key] / fast[key]
                              for key in fast if key.endswith("_s") and fast[key]}
         report["memory_ratio"] = fast["peak_mem_mb"] / reference["peak_mem_mb"]
-    print(json.dumps(report, indent=2))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        temporary = args.json.with_name(args.json.name + ".tmp")
-        temporary.write_text(json.dumps(report, indent=2))
-        os.replace(temporary, args.json)
+    write_report(report, args.json)
     return report
 
 

@@ -222,3 +222,57 @@ def test_predict_refuses_a_support_set_model_in_one_line(busi, tmp_path, capsys)
     err = capsys.readouterr().err
     assert status == 2 and len(err.strip().splitlines()) == 1 and "support set" in err and str(checkpoint) in err
     assert not (tmp_path / "out").exists()
+
+
+def _copy_with_empty_train_list(paths: dict, destination: Path) -> str:
+    """A copy of the phantom's list folder whose training list (the support pool) holds no entry."""
+    import shutil
+
+    list_dir = destination / "lists_empty_pool"
+    shutil.copytree(paths["list_dir"], list_dir)
+    (list_dir / "train.txt").write_text("")
+    return str(list_dir)
+
+
+def test_an_empty_support_pool_is_one_clear_error_in_training_and_testing(busi, tmp_path, monkeypatch):
+    from networks import model_entry
+
+    empty_lists = _copy_with_empty_train_list(busi, tmp_path)
+    empty_pool = str(Path(empty_lists) / "train.txt")
+    run_dir = tmp_path / "run_empty"
+    argv = _train_argv({**busi, "list_dir": empty_lists}, run_dir, "--support_size", "2")
+    result = subprocess.run([sys.executable, "train.py", "--dataset", "busi", *argv], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1 and empty_pool in lines[0] and "empty" in lines[0], result.stderr
+    assert not run_dir.exists()
+
+    # testing: a checkpoint trained on the full pool, tested against an empty one (--support_list_dir)
+    monkeypatch.setitem(model_entry("matchseg").preset, "widths", (8, 8, 8, 8))
+    trained = tmp_path / "run"
+    train(build_train_parser("busi").parse_config(
+        _train_argv(busi, trained, "--support_size", "2", "--support_cache", str(tmp_path / "cache"))))
+    out_dir = tmp_path / "test_empty_pool"
+    result = subprocess.run([sys.executable, "test.py", "--dataset", "busi", "--checkpoint", str(trained / "last.pth"),
+                             "--volume_path", busi["volume_path"], "--list_dir", busi["list_dir"], "--device", "cpu",
+                             "--support_list_dir", empty_lists, "--output_dir", str(out_dir)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1 and empty_pool in lines[0] and "empty" in lines[0], result.stderr
+    assert not out_dir.exists()
+
+
+def test_attach_refuses_an_empty_pool_naming_its_list(busi, tmp_path):
+    """The provider's own check, for pools built without the list reader (e.g. from Python)."""
+    import copy
+
+    from datasets.common import DataError
+
+    source = _source("busi", busi, "train")
+    emptied = copy.copy(source.dataset)
+    emptied.entries, emptied.paths = [], []
+    empty = ContextSource(source.spec, emptied, source.list_dir)
+    with pytest.raises(DataError, match="support pool .* is empty") as raised:
+        attach_support_sets(source, empty, SupportSetOptions(support_size=1, support_cache=str(tmp_path)),
+                            training=False, img_size=SIZE, seed=0)
+    assert source.dataset.list_path in str(raised.value)
