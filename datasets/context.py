@@ -18,8 +18,8 @@ This module imports neither ``utils`` nor ``networks``.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from .common import ListedSegmentationDataset
@@ -48,12 +48,14 @@ class ContextProvider:
     """``options``: the provider's options dataclass. ``attach(queries, pool, options, *, training, img_size, seed,
     device) -> Dataset``: the query items with their context; ``pool`` is the training split the context is drawn
     from (never evaluation images). The returned dataset has ``context_info`` (a JSON-ready dict), ``set_epoch``
-    and ``context_pairs(extras)``."""
+    and ``context_pairs(extras)``. ``pool_fields``: which option fields, when set, name the test-time pool's
+    ``dataset``, ``root_path`` and ``list_dir`` (otherwise the checkpoint's training data)."""
 
     name: str
     options: type
     attach: Callable[..., Any]
     description: str = ""
+    pool_fields: Mapping[str, str] = field(default_factory=dict)
 
 
 _PROVIDERS: dict[str, ContextProvider] = {}

@@ -146,4 +146,5 @@ def attach_support_sets(queries: ContextSource, pool: ContextSource, options: Su
 
 SUPPORT_SET = register_context(ContextProvider(
     name="support_set", options=SupportSetOptions, attach=attach_support_sets,
-    description="k labelled training images per query, chosen by embedding similarity"))
+    description="k labelled training images per query, chosen by embedding similarity",
+    pool_fields={"dataset": "support_dataset", "root_path": "support_root", "list_dir": "support_list_dir"}))

@@ -276,3 +276,26 @@ def test_attach_refuses_an_empty_pool_naming_its_list(busi, tmp_path):
         attach_support_sets(source, empty, SupportSetOptions(support_size=1, support_cache=str(tmp_path)),
                             training=False, img_size=SIZE, seed=0)
     assert source.dataset.list_path in str(raised.value)
+
+
+def test_a_checkpoint_without_its_training_data_needs_the_pool_named(busi, tmp_path):
+    from networks import create_model
+    from utils.checkpoint import model_checkpoint, save_checkpoint
+
+    checkpoint = tmp_path / "bare.pth"  # e.g. converted weights: no record of the data they were trained on
+    model = create_model("matchseg", num_classes=2, in_chans=3, img_size=SIZE, widths=(8, 8, 8, 8))
+    save_checkpoint(checkpoint, {**model_checkpoint(model), "args": {"support_size": 2}})
+    test_argv = ["--checkpoint", str(checkpoint), "--volume_path", busi["volume_path"], "--list_dir",
+                 busi["list_dir"], "--device", "cpu", "--support_cache", str(tmp_path / "cache")]
+    out_dir = tmp_path / "test_bare"
+    result = subprocess.run([sys.executable, "test.py", "--dataset", "busi", *test_argv, "--output_dir", str(out_dir)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1 and str(checkpoint) in lines[0], result.stderr
+    assert "--support_dataset, --support_root, --support_list_dir" in lines[0] and not out_dir.exists()
+
+    record = evaluate(build_test_parser("busi").parse_config(
+        [*test_argv, "--output_dir", str(tmp_path / "test_named"), "--support_dataset", "busi",
+         "--support_root", busi["root_path"], "--support_list_dir", busi["list_dir"]]))
+    assert record["context"]["support_pool"] == f"busi {busi['list_dir']}/train.txt (8 images)"
+    assert record["context"]["support_size"] == 2

@@ -17,6 +17,8 @@ from datasets.context import ContextProvider, ContextSource, get_context
 from networks import model_entry
 from utils.config import EvalConfig, TrainConfig
 
+POOL_KEYS = ("dataset", "root_path", "list_dir")  # a run's saved options that locate its training data
+
 
 def model_context(arch: str) -> ContextProvider | None:
     """The batch-context provider model ``arch`` registered with, or None."""
@@ -67,12 +69,13 @@ def with_test_context(dataset, config: EvalConfig, arch: str, trained_with: Mapp
     if provider is None:
         return dataset
     options = context_options(provider, trained_with, config.context_options)
-    pool_dataset = getattr(options, "support_dataset", None) or trained_with.get("dataset")
-    root = getattr(options, "support_root", None) or trained_with.get("root_path")
-    list_dir = getattr(options, "support_list_dir", None) or trained_with.get("list_dir")
+    location = {key: (getattr(options, provider.pool_fields[key]) if key in provider.pool_fields else None)
+                or trained_with.get(key) for key in POOL_KEYS}
+    pool_dataset, root, list_dir = (location[key] for key in POOL_KEYS)
     if not (pool_dataset and root and list_dir):
-        raise ValueError(f"{checkpoint}: the checkpoint does not record its training data; name the support pool "
-                         "with --support_dataset, --support_root and --support_list_dir")
+        named = ", ".join(f"--{provider.pool_fields[key]}" for key in POOL_KEYS if key in provider.pool_fields)
+        raise ValueError(f"{checkpoint}: the checkpoint does not record its training data"
+                         + (f"; name the pool with {named}" if named else ""))
     spec = get_dataset(pool_dataset)
     pool = spec.build(root, list_dir, spec.train_split, config.num_classes, seed=config.seed)
     return provider.attach(ContextSource(get_dataset(config.dataset), dataset, config.list_dir),
