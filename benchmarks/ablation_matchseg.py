@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from utils.checkpoint import atomic_write_json  # noqa: E402
+from utils.checkpoint import atomic_torch_save, atomic_write_json  # noqa: E402
 from utils.cli import build_test_parser, build_train_parser  # noqa: E402
 from utils.evaluator import evaluate  # noqa: E402
 from utils.trainer import train  # noqa: E402
@@ -75,9 +75,7 @@ def random_init_clip_checkpoint(path: Path) -> Path:
         torch.manual_seed(0)
         model = open_clip.create_model("ViT-B-32", pretrained=None)
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(path.name + ".tmp")
-        torch.save(model.state_dict(), temporary)
-        temporary.replace(path)
+        atomic_torch_save(model.state_dict(), path)
     return path
 
 

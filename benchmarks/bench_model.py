@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 from datasets import get_dataset  # noqa: E402
 from networks.sim_mpnet import DMWLA, SimMPNet, dataset_settings  # noqa: E402
 from tests.reference import use_reference_impl  # noqa: E402
+from utils.checkpoint import atomic_write_json  # noqa: E402
 from utils.inference import resolve_device  # noqa: E402
 from utils.trainer import make_optimizer  # noqa: E402
 
@@ -313,9 +314,7 @@ def write_report(report: dict, path: Path | None) -> None:
     print(json.dumps(report, indent=2))
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_text(json.dumps(report, indent=2))
-        os.replace(temporary, path)
+        atomic_write_json(path, report)
 
 
 def main(argv: list[str] | None = None) -> dict | None:

@@ -69,9 +69,8 @@ def with_test_context(dataset, config: EvalConfig, arch: str, trained_with: Mapp
     if provider is None:
         return dataset
     options = context_options(provider, trained_with, config.context_options)
-    location = {key: (getattr(options, provider.pool_fields[key]) if key in provider.pool_fields else None)
-                or trained_with.get(key) for key in POOL_KEYS}
-    pool_dataset, root, list_dir = (location[key] for key in POOL_KEYS)
+    named_pool = {key: getattr(options, name) for key, name in provider.pool_fields.items()}
+    pool_dataset, root, list_dir = (named_pool.get(key) or trained_with.get(key) for key in POOL_KEYS)
     if not (pool_dataset and root and list_dir):
         named = ", ".join(f"--{provider.pool_fields[key]}" for key in POOL_KEYS if key in provider.pool_fields)
         raise ValueError(f"{checkpoint}: the checkpoint does not record its training data"
