@@ -44,6 +44,13 @@ class SegmentationModel(nn.Module):
         return self.config.in_chans
 
     @property
+    def input_normalization(self) -> str | None:
+        """How the network wants its input intensities: None = as the data set normalises them (every model so
+        far), ``"unit"`` = [0, 1] per channel (e.g. UniverSeg's released weights). The engine converts the data
+        set's images to this, and to the model's channel count (``in_chans`` 1 on a colour set: luma)."""
+        return None
+
+    @property
     def img_size(self) -> int:
         """Side of the square network input that the data pipeline resizes slices/images to."""
         return self.config.img_size

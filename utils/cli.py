@@ -257,6 +257,9 @@ def _add_model_options(parser: RunParser, dataset: str, model: str, role: str) -
     parser.model_option_names = _add_dataclass_options(group, dataclasses.fields(entry.config_class), defaults,
                                                        suffix)
     if train:
+        group.add_argument("--in_chans", type=positive_int, choices=sorted({1, spec.in_chans}), default=None,
+                           help=f"input channels of the model (default: the data set's, {spec.in_chans}); 1 on a "
+                                f"colour data set trains a grey model, the images converted to grey (luma)")
         group.add_argument("--pretrained", default=None,
                            help="local weights for the model's pretrained part (Sim-MPNet: the ImageNet MaxViT; "
                                 "smp baselines: the encoder), or 'none' for random init (default: the family's "

@@ -27,6 +27,7 @@ class TrainConfig:
     train_options: dict[str, Any] = field(default_factory=dict)
     context_options: dict[str, Any] = field(default_factory=dict)  # the model's batch context (support sets)
     pretrained: str | bool | None = None
+    in_chans: int | None = None  # the model's input channels; None = the data set's (1 on a colour set: grey)
     num_workers: int = 0
     val_list: str | None = None
     val_every: int = 1

@@ -74,10 +74,15 @@ class TrainState:
 # ----------------------------------------------------------------------------------------------------------------
 def build_model(config: TrainConfig) -> nn.Module:
     """The registered model ``config.model`` for the data set (``--pretrained none`` -> random init, no file
-    access); the family's per-data-set settings apply unless an option overrides them."""
+    access); the family's per-data-set settings apply unless an option overrides them. Its input channels are the
+    data set's, or 1 (``--in_chans 1``: a grey model, colour images converted to grey, utils.model_input)."""
     spec = get_dataset(config.dataset)
+    in_chans = config.in_chans or spec.in_chans
+    if in_chans not in (spec.in_chans, 1):
+        raise ValueError(f"--in_chans {in_chans}: the model takes the data set's {spec.in_chans} channel(s) or 1 "
+                         f"(grey)")
     return create_model(config.model, dataset=spec.name, pretrained=config.pretrained,
-                        num_classes=config.num_classes, in_chans=spec.in_chans, **config.model_options)
+                        num_classes=config.num_classes, in_chans=in_chans, **config.model_options)
 
 
 def train_options(config: TrainConfig):

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 from ..registry import cli_option as _option
 
+INPUT_NORMS = ("dataset", "unit")  # MatchSegConfig.input_norm
+
 
 @dataclass(frozen=True)
 class MatchSegConfig:
@@ -37,6 +39,10 @@ class MatchSegConfig:
     ja_max_hw: int = field(default=1024, metadata=_option(
         "Joint Attention after every block whose feature map at img_size has at most this many pixels (H*W)",
         minimum=0))
+    input_norm: str = field(default="dataset", metadata=_option(
+        "intensities the network takes: dataset = as the data set normalises them (RGB sets: ImageNet mean/std); "
+        "unit = [0, 1] per channel, UniverSeg's convention (its released weights were trained on it)",
+        choices=INPUT_NORMS))
     ja_reduction: int = 8  # query/key dimension of Joint Attention: max(C // ja_reduction, ja_min_dim)
     ja_min_dim: int = 8
     negative_slope: float = 0.01  # LeakyReLU of every ConvOp (UniverSeg: torch's default)
@@ -53,6 +59,8 @@ class MatchSegConfig:
                              f"(2 ** (len(widths) - 1)), got {self.img_size}")
         if self.joint_attention not in (0, 1):
             raise ValueError(f"joint_attention must be 0 or 1, got {self.joint_attention!r}")
+        if self.input_norm not in INPUT_NORMS:
+            raise ValueError(f"input_norm must be one of {', '.join(INPUT_NORMS)}, got {self.input_norm!r}")
         if self.ja_max_hw < 0 or self.ja_reduction < 1 or self.ja_min_dim < 1:
             raise ValueError("ja_max_hw must be >= 0, ja_reduction and ja_min_dim >= 1")
 

@@ -75,6 +75,10 @@ class MatchSeg(SegmentationModel):
         self.grad_checkpointing = False
 
     # ----- engine contract ---------------------------------------------------------------------------------------
+    @property
+    def input_normalization(self) -> str | None:
+        return None if self.config.input_norm == "dataset" else self.config.input_norm
+
     def forward_batch(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Logits of ``batch["image"]`` given ``batch["support_images"]`` and ``batch["support_labels"]``."""
         missing = [key for key in (SUPPORT_IMAGES, SUPPORT_LABELS) if batch.get(key) is None]
