@@ -17,7 +17,8 @@ train.py's and test.py's own parsers, so a run is exactly the command line it re
 
 Results: one row per variant and seed (backend, mean DSC / IoU / HD95 over the test images, training wall time) in
 the JSON report (``--json``, with each run's command lines); the printed table gives per variant the mean over the
-seeds and each seed's DSC. A run already finished under ``--out`` (``<variant>_seed<seed>/test/summary.json``
+seeds and each seed's DSC; ``<out>/report.html`` is a page of both tables (per variant, and one sortable row per
+run linking its test page). A run already finished under ``--out`` (``<variant>_seed<seed>/test/summary.json``
 exists) is read back rather than rerun.
 """
 from __future__ import annotations
@@ -32,9 +33,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from utils.checkpoint import atomic_torch_save, atomic_write_json  # noqa: E402
+from utils.checkpoint import atomic_torch_save, atomic_write_json, atomic_write_text  # noqa: E402
 from utils.cli import build_test_parser, build_train_parser  # noqa: E402
 from utils.evaluator import evaluate  # noqa: E402
+from utils.report import (  # noqa: E402
+    REPORT_HTML, Column, esc, facts_list, html_page, html_table, number_td, relative_href, td,
+)
 from utils.trainer import train  # noqa: E402
 
 # name -> (model options, support-selection backend)
@@ -141,6 +145,49 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _known_mean(values: list) -> float | None:
+    known = [value for value in values if value is not None]
+    return statistics.fmean(known) if known else None
+
+
+def ablation_html(args: argparse.Namespace, rows: list[dict]) -> str:
+    """The page in ``--out``: per variant the means over its seeds, then one row per run (sortable) with a link to
+    its test page."""
+    metrics = (("mean_dice", "DSC"), ("mean_iou", "IoU"), ("mean_hd95", "HD95"))
+    variant_rows = []
+    for name in dict.fromkeys(row["variant"] for row in rows):
+        runs = [row for row in rows if row["variant"] == name]
+        variant_rows.append([td(name, cls="text"), td(str(len(runs)), value=str(len(runs))),
+                             *(number_td(_known_mean([row[key] for row in runs]), 3) for key, _ in metrics),
+                             td(", ".join(f"{row['mean_dice']:.3f}" for row in runs), cls="text"),
+                             number_td(_known_mean([row["train_s"] for row in runs]), 0)])
+    variants = html_table([Column("variant", "variant", numeric=False), Column("seeds", "seeds"),
+                           *(Column(key, f"mean {title}") for key, title in metrics),
+                           Column(None, "DSC per seed", numeric=False), Column("train_s", "train s per run")],
+                          variant_rows, table_id="variants")
+    run_rows = []
+    for row in rows:
+        page = run_directory(args, row["variant"], row["seed"]) / "test" / REPORT_HTML
+        link = (f'<a href="{esc(relative_href(page, args.out))}">test page</a>' if page.is_file()
+                else '<span class="na">none</span>')
+        run_rows.append([td(row["variant"], cls="text"), td(str(row["seed"]), value=str(row["seed"])),
+                         td(row["model"], cls="text"), td(row["support_backend"] or "", cls="notes"),
+                         *(number_td(row[key], 3) for key, _ in metrics), number_td(row["train_s"], 0),
+                         td(link, cls="text", raw=True)])
+    runs = html_table([Column("variant", "variant", numeric=False), Column("seed", "seed"),
+                       Column("model", "model", numeric=False), Column("backend", "support backend", numeric=False),
+                       *(Column(key, title) for key, title in metrics), Column("train_s", "train s"),
+                       Column(None, "details", numeric=False)], run_rows, table_id="runs")
+    facts = {"data set": args.dataset, "images": args.volume_path, "lists": args.list_dir,
+             "seeds": " ".join(map(str, args.seeds)), "epochs": args.max_epochs or "the recipe's 20"}
+    return html_page(f"Support-selection ablation on {args.dataset}", [
+        facts_list(facts), "<h2>Per variant</h2>",
+        '<p class="note">Means over the seeds of the mean DSC / IoU / HD95 over the test images; training wall time '
+        "per run. matchseg_clip_random_init uses randomly initialised ViT-B-32 weights: it exercises the clip path "
+        "and is not CLIP.</p>", variants, "<h2>Per run</h2>",
+        '<p class="note">One row per variant and seed; click a header to sort.</p>', runs])
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     clip_checkpoint = None
@@ -151,6 +198,9 @@ def main(argv=None) -> int:
     rows = [run_variant(args, name, seed, clip_checkpoint) for name in args.variants for seed in args.seeds]
     table = markdown_table(rows)
     print(table)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(Path(args.out) / REPORT_HTML, ablation_html(args, rows))
+    print(f"wrote {Path(args.out) / REPORT_HTML}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(args.json, {"dataset": args.dataset, "volume_path": args.volume_path,

@@ -83,6 +83,8 @@ def sample_rgb_params(rng: np.random.Generator, options: RGBAugmentOptions = RGB
 
 def image_to_unit_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
     """[H,W,3] uint8 (0..255) or float (0..1) -> float32 tensor [3,H,W] in [0,1]."""
+    if isinstance(image, np.ndarray) and not image.flags.writeable:
+        image = np.array(image)  # PIL's arrays are read-only, which torch.as_tensor warns about
     tensor = torch.as_tensor(np.ascontiguousarray(image))
     if tensor.ndim != 3 or tensor.shape[-1] != 3:
         raise ValueError(f"expected an RGB image [H,W,3], got shape {tuple(tensor.shape)}")

@@ -291,6 +291,9 @@ class ListedSegmentationDataset(Dataset):
 
     image_key = "image"
     label_key = "label"
+    # (mean, std) per channel with which items' intensities were normalised from [0, 1]; None: items are in [0, 1]
+    # units as prepared (the grey volume sets). The engine reads it to hand a model the input it asks for.
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     slice_splits: tuple[str, ...] = ("train",)
     volume_ndims: tuple[int, ...] = (3,)
     slice_ndims: tuple[int, ...] = (2,)

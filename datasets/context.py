@@ -33,11 +33,11 @@ class ContextSource:
 
     spec: DatasetSpec
     dataset: ListedSegmentationDataset
-    list_dir: str
+    list_dir: str | None  # None: a folder of images that is no listed split (no group ids)
 
     def groups(self) -> list[Any] | None:
         """Group id of every entry (images of one group never support each other), or None without groups."""
-        if self.spec.groups is None:
+        if self.spec.groups is None or self.list_dir is None:
             return None
         by_entry = self.spec.groups(self.list_dir)
         return [by_entry.get(self.dataset.case_name(entry)) for entry in self.dataset.entries]
@@ -49,13 +49,20 @@ class ContextProvider:
     device) -> Dataset``: the query items with their context; ``pool`` is the training split the context is drawn
     from (never evaluation images). The returned dataset has ``context_info`` (a JSON-ready dict), ``set_epoch``
     and ``context_pairs(extras)``. ``pool_fields``: which option fields, when set, name the test-time pool's
-    ``dataset``, ``root_path`` and ``list_dir`` (otherwise the checkpoint's training data)."""
+    ``dataset``, ``root_path`` and ``list_dir`` (otherwise the checkpoint's training data). ``image_keys``: the
+    context entries that hold images in the data set's normalisation (converted with the query for a model that
+    takes other input, see utils.model_input). ``for_queries(pool, options, *, img_size, seed, device)``: the
+    context of single unlisted query images (predict.py): an object with ``info``,
+    ``context(image uint8 [H, W, 3], path) -> (entries, names of the context's images)`` and
+    ``context_pairs(entries)``."""
 
     name: str
     options: type
     attach: Callable[..., Any]
     description: str = ""
     pool_fields: Mapping[str, str] = field(default_factory=dict)
+    image_keys: tuple[str, ...] = ()
+    for_queries: Callable[..., Any] | None = None
 
 
 _PROVIDERS: dict[str, ContextProvider] = {}

@@ -125,6 +125,12 @@ class DatasetSpec:
         """Classes including the background."""
         return len(self.class_names) + 1
 
+    @property
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        """(mean, std) per channel of the items' intensities (from [0, 1]), or None for [0, 1] units: the
+        reader's."""
+        return self.reader.normalization
+
     def build(self, base_dir: str | os.PathLike, list_dir: str | os.PathLike, split: str, num_classes: int,
               transform: Transform | None = None, seed: int = 1234) -> ListedSegmentationDataset:
         """The reader of one split (raises DataError for a missing list, folder or listed file)."""

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .augment_rgb import normalize_image
+from .augment_rgb import IMAGENET_MEAN, IMAGENET_STD, normalize_image
 from .common import (
     NPZ_SUFFIX, DataError, ListedSegmentationDataset, check_labels, positive_int, read_npz, save_npz, split_in_blocks,
     write_list,
@@ -91,6 +91,7 @@ class RGBSegmentationDataset(ListedSegmentationDataset):
     """
 
     slice_splits = ("train",)
+    normalization = (IMAGENET_MEAN, IMAGENET_STD)
 
     def entry_path(self, entry: str) -> str:
         return os.path.join(self.base_dir, entry_name(entry) + NPZ_SUFFIX)

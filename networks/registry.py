@@ -30,6 +30,7 @@ class ModelEntry:
     train_options: type | None
     description: str
     context: str | None = None  # the batch context the model needs (datasets.context), e.g. "support_set"
+    recipe: Any = None  # the family's networks.recipe.TrainingRecipe (register_model fills in the release's)
 
 
 _MODELS: dict[str, ModelEntry] = {}
@@ -38,7 +39,8 @@ _MODELS: dict[str, ModelEntry] = {}
 def register_model(fn: Callable[..., nn.Module] | None = None, *, config: type | None = None,
                    preset: dict[str, Any] | None = None,
                    dataset_settings: Callable[[str, int | None], dict[str, Any]] | None = None,
-                   train_options: type | None = None, context: str | None = None, name: str | None = None):
+                   train_options: type | None = None, context: str | None = None, recipe: Any = None,
+                   name: str | None = None):
     """Decorator registering ``builder(config, pretrained) -> model`` under its function name (or ``name``).
 
     ``config`` is the family's frozen config dataclass: its fields are the model's options, and those with
@@ -47,16 +49,22 @@ def register_model(fn: Callable[..., nn.Module] | None = None, *, config: type |
     dataclass of the family's training options (their fields with cli_option metadata become options of the training
     scripts; the trainer hands an instance to ``model.start_training``). ``context`` names the batch context the
     model reads besides the image (a provider of ``datasets.context``, e.g. ``"support_set"``): the engine wraps
-    the model's training and evaluation data with it. ``pretrained``: None =
+    the model's training and evaluation data with it. ``recipe`` (a ``networks.recipe.TrainingRecipe``) is how the
+    family trains: optimiser, schedule, batch, epochs, early stop; the defaults of the training scripts' options
+    (default: the release's recipe, Sim-MPNet's). ``pretrained``: None =
     the family's default, False = random initialisation, a path = a local weights file (nothing downloads).
     """
     def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if config is None or not dataclasses.is_dataclass(config):
             raise TypeError(f"register_model({builder.__name__}): config= must be the family's config dataclass")
+        from .recipe import RELEASE_RECIPE, TrainingRecipe  # here: networks.recipe imports this module
+
+        if recipe is not None and not isinstance(recipe, TrainingRecipe):
+            raise TypeError(f"register_model({builder.__name__}): recipe= must be a networks.recipe.TrainingRecipe")
         key = name or builder.__name__
         doc = (builder.__doc__ or "").strip().splitlines()
         _MODELS[key] = ModelEntry(key, builder, config, dict(preset or {}), dataset_settings, train_options,
-                                  doc[0] if doc else "", context)
+                                  doc[0] if doc else "", context, recipe or RELEASE_RECIPE)
         return builder
 
     return decorate(fn) if fn is not None else decorate
@@ -115,6 +123,36 @@ def register_checkpoint_upgrade(checkpoint_format: str, upgrade: Callable[[dict]
 def checkpoint_upgrade(checkpoint_format: str) -> Callable[[dict], dict] | None:
     """The registered converter of ``checkpoint_format``, or None."""
     return _CHECKPOINT_UPGRADES.get(checkpoint_format)
+
+
+@dataclass(frozen=True)
+class WeightsImporter:
+    """A family's reader of bare weights files of a foreign layout (e.g. a released ``state_dict`` of another
+    codebase), so that the engine can build a model from such a file as from a checkpoint. ``detect(obj)`` takes
+    whatever ``torch.load`` returned and says whether the file is of this layout (loosely: a damaged file of the
+    layout should still be detected, so that ``convert`` names what is wrong with it). ``convert(obj)`` returns
+    ``{"arch", "model_config", "model"}`` (the engine stamps its checkpoint format) or raises ValueError naming
+    the problem (the engine adds the file name). ``arch``: the registered model its files become, when fixed, so
+    that a parser declares that model's options even for a file whose conversion fails (the load then says why)."""
+
+    name: str
+    detect: Callable[[Any], bool]
+    convert: Callable[[Any], dict]
+    arch: str | None = None
+
+
+_WEIGHTS_IMPORTERS: dict[str, WeightsImporter] = {}
+
+
+def register_weights_importer(name: str, detect: Callable[[Any], bool], convert: Callable[[Any], dict],
+                              arch: str | None = None) -> None:
+    """Register a :class:`WeightsImporter` under ``name`` (a later registration of the name replaces it)."""
+    _WEIGHTS_IMPORTERS[name] = WeightsImporter(name, detect, convert, arch)
+
+
+def find_weights_importer(obj: Any) -> WeightsImporter | None:
+    """The first registered importer whose ``detect`` recognises ``obj``, or None."""
+    return next((importer for importer in _WEIGHTS_IMPORTERS.values() if importer.detect(obj)), None)
 
 
 def cli_option(help_text: str, **argparse_extras) -> dict:

@@ -74,3 +74,28 @@ def test_the_table_averages_each_variant_over_its_seeds():
     lines = ablation_matchseg.markdown_table(rows).splitlines()
     assert lines[2] == "| a | 2 | 0.600 | 0.500 | 2.000 | 0.500, 0.700 | 15 |"
     assert lines[3] == "| b | 1 | 0.900 | 0.800 | 1.000 | 0.900 | n/a |"
+
+
+def test_the_page_lists_every_run_and_each_variants_means(ablation):
+    import statistics
+    from urllib.parse import unquote
+
+    from tests.test_report import Page
+
+    _, out, report = ablation
+    rows = json.loads(report.read_text())["rows"]
+    page = Page((out / "report.html").read_text(encoding="utf-8"))
+    runs = page.tables["runs"]["rows"]
+    assert [(row[0]["text"], row[1]["text"]) for row in runs] == [(row["variant"], str(row["seed"])) for row in rows]
+    for cells, row in zip(runs, rows):
+        assert cells[2]["text"] == row["model"] and cells[3]["text"] == row["support_backend"]
+        for cell, key in zip(cells[4:8], ("mean_dice", "mean_iou", "mean_hd95", "train_s")):
+            assert float(cell["attrs"]["data-value"]) == row[key]
+        (href,) = cells[8]["links"]
+        target = (out / unquote(href)).resolve()
+        assert target == (out / f"{row['variant']}_seed{row['seed']}" / "test" / "report.html").resolve()
+        assert target.is_file()
+    for cells, row in zip(page.tables["variants"]["rows"], rows):  # one seed per variant here
+        assert cells[0]["text"] == row["variant"] and cells[1]["text"] == "1"
+        assert float(cells[2]["attrs"]["data-value"]) == statistics.fmean([row["mean_dice"]])
+        assert cells[5]["text"] == f"{row['mean_dice']:.3f}"

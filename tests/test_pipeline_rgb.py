@@ -1,6 +1,6 @@
 """ISIC-2018 and SegPC-2021 through their scripts on phantom sets: training (validated on the val split) and testing
 of a 3-channel model, metrics.csv / summary.json / overlays checked against a naive prediction written here; an
-image set refuses --is_savenii and a grey checkpoint."""
+image set refuses --is_savenii; a grey checkpoint is evaluated on the luma."""
 from __future__ import annotations
 
 import csv
@@ -161,14 +161,25 @@ def test_image_sets_refuse_nifti_output(tmp_path, capsys):
     assert not out.exists()
 
 
-def test_grey_checkpoint_is_refused_for_an_rgb_set(tmp_path, capsys):
+def test_a_grey_checkpoint_is_evaluated_on_the_luma_and_other_channel_counts_are_refused(tmp_path, capsys):
+    """A grey model of a colour set (--in_chans 1) gets the images converted to grey; 2 channels cannot be made."""
+    from networks import create_model
+
     phantom = write_isic2018_phantom(tmp_path / "data", tmp_path / "lists", num_train=1, num_val=1, num_test=1,
                                      size=16)
     grey = SimMPNet(num_classes=2, in_chans=1, img_size=IMG_SIZE, img_size_s2=IMG_SIZE, scale="pico", num_k=2,
                     feature_dim=16, pool_size=4, warmup_iters=0, pretrained=False)
     checkpoint = tmp_path / "grey.pth"
     save_checkpoint(checkpoint, model_checkpoint(grey))
+    out = tmp_path / "out"
+    record = evaluate(build_test_parser("isic2018").parse_config(
+        [*data_args(phantom), "--checkpoint", str(checkpoint), "--output_dir", str(out), "--device", "cpu"]))
+    assert record["num_cases"] == 1 and "model input: colour converted to grey (luma)" in (out / "log.txt").read_text()
+
+    two = create_model("unet", num_classes=2, in_chans=2, img_size=IMG_SIZE, encoder_name="resnet18")
+    checkpoint = tmp_path / "two.pth"
+    save_checkpoint(checkpoint, model_checkpoint(two))
     message = cli_error(capsys, "isic2018", *data_args(phantom), "--checkpoint", str(checkpoint), "--output_dir",
-                        str(tmp_path / "out"), "--device", "cpu")
-    assert str(checkpoint) in message and "1-channel" in message and "3 channel" in message
-    assert not (tmp_path / "out").exists()
+                        str(tmp_path / "out2"), "--device", "cpu")
+    assert str(checkpoint) in message and "2-channel" in message and "3 channel" in message
+    assert not (tmp_path / "out2").exists()

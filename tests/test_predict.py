@@ -463,19 +463,25 @@ def test_bad_image_inputs(isic, tmp_path, capsys):
     source = sorted(isic["images"].glob("*.png"))[0]
     (folder / "good.png").write_bytes(source.read_bytes())
     Image.open(source).convert("L").save(folder / "grey.png")
+    Image.open(source).convert("L").convert("RGB").save(folder / "grey_as_rgb.png")
+    Image.fromarray(np.full((16, 16), 40000, np.uint16)).save(folder / "deep.png")
     (folder / "truncated.png").write_bytes(source.read_bytes()[:100])
     np.savez(folder / "four.npz", image=np.zeros((16, 16, 4), np.uint8), label=np.zeros((16, 16), np.uint8))
     nifti(np.zeros((8, 8, 3), np.int16), np.eye(4), folder / "scan.nii.gz")
-    status, _, err = run_predict(capsys, "--checkpoint", isic["checkpoint"], "--input", folder, "--output",
-                                 tmp_path / "out")
+    status, stdout, err = run_predict(capsys, "--checkpoint", isic["checkpoint"], "--input", folder, "--output",
+                                      tmp_path / "out")
     assert status == 1
     lines = error_lines(err)
-    expected = {"grey.png": "wrong channel count", "four.npz": "wrong channel count", "truncated.png": "cannot read",
-                "scan.nii.gz": "segments 2-D colour images"}
+    expected = {"deep.png": "16-bit or float grey image (mode I;16)", "four.npz": "wrong channel count",
+                "truncated.png": "cannot read", "scan.nii.gz": "segments 2-D colour images"}
     assert len(lines) == len(expected), err
     for name, problem in expected.items():
         assert any(line.startswith(f"error: {folder / name}: ") and problem in line for line in lines), (name, lines)
-    assert (tmp_path / "out" / "good.png").is_file() and not (tmp_path / "out" / "grey.png").exists()
+    assert (tmp_path / "out" / "good.png").is_file() and not (tmp_path / "out" / "deep.png").exists()
+    # an 8-bit grey image is segmented as its grey RGB twin, with a note
+    assert f"note: {folder / 'grey.png'}: grey image (mode L) repeated in R, G and B" in stdout
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / "grey.png")),
+                          np.asarray(Image.open(tmp_path / "out" / "grey_as_rgb.png")))
 
 
 def test_fatal_problems_are_one_line_and_exit_2(ct, isic, tmp_path, capsys):

@@ -295,3 +295,44 @@ def test_bad_inputs_one_error_line_exit_2_nothing_written(trained, tmp_path, cap
     with pytest.raises(SystemExit):
         protocol_main(["--table", "a.json", "--checkpoint", trained["busi"]])
     capsys.readouterr()
+
+
+def test_the_results_page_puts_the_papers_rows_beside_ours_with_the_gaps(trained, capsys):
+    from urllib.parse import unquote
+
+    from tests.test_report import Page
+
+    out = trained["root"] / "busi_to_bus_page"
+    assert protocol_main(["--protocol", "busi_to_bus", "--checkpoint", trained["busi"], "--data_root",
+                          str(trained["data"]), "--device", "cpu", "--output_dir", str(out)]) == 0
+    capsys.readouterr()
+    results = json.loads((out / "results.json").read_text())
+    column = results["columns"]["BUSI_to_BUS"]
+    page = Page((out / "results.html").read_text(encoding="utf-8"))
+
+    row = page.tables["columns"]["rows"][0]  # what the column tested, our numbers, its test page
+    assert [cell["text"] for cell in row[:4]] == ["BUSI->BUS", "bus / all", "busi", str(column["num_cases"])]
+    assert float(row[4]["attrs"]["data-value"]) == 100 * column["dice"]
+    assert float(row[5]["attrs"]["data-value"]) == 100 * column["iou"]
+    assert float(row[6]["attrs"]["data-value"]) == column["hd95"]
+    target = (out / unquote(row[7]["links"][0])).resolve()
+    assert target == (out / "BUSI_to_BUS" / "report.html").resolve() and target.is_file()
+
+    paper = page.tables["paper"]
+    assert [cell["text"] for cell in paper["head"]] == ["Model", "BUSI->BUS DSC", "BUSI->BUS IoU"]
+    ours = {"dice": 100 * column["dice"], "jaccard": 100 * column["iou"]}
+    assert paper["rows"][0][0]["text"] == "unet" and paper["row_attrs"][0].get("class") == "ours"
+    assert [float(cell["attrs"]["data-value"]) for cell in paper["rows"][0][1:]] == list(ours.values())
+    published = published_rows(get_protocol("busi_to_bus"))
+    assert [row[0]["text"] for row in paper["rows"][1:]] == [f"{model} (paper)" for model in published]
+    for row, attrs, (model, cells) in zip(paper["rows"][1:], paper["row_attrs"][1:], published.items()):
+        assert (attrs.get("class") == "same") == (model == "UNet")  # the published row of our model
+        for cell, metric in zip(row[1:], ("dice", "jaccard")):
+            value, gap = cells["BUSI_to_BUS"][metric], ours[metric] - cells["BUSI_to_BUS"][metric]
+            assert float(cell["attrs"]["data-value"]) == value and cell["text"] == f"{value:.2f}{gap:+.2f}"
+            (badge,) = cell["spans"]
+            assert float(badge["data-gap"]) == pytest.approx(gap)
+            assert badge["style"].startswith("background: rgba(26, 127, 55" if gap >= 0 else
+                                             "background: rgba(207, 34, 46")
+    for href in page.links:
+        assert (out / unquote(href)).is_file(), href

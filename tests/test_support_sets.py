@@ -208,22 +208,6 @@ def test_bad_support_options_give_one_error_line_and_no_run_directory(busi, tmp_
     assert not run_dir.exists()
 
 
-def test_predict_refuses_a_support_set_model_in_one_line(busi, tmp_path, capsys):
-    from networks import create_model
-    from utils.checkpoint import model_checkpoint, save_checkpoint
-    from utils.predict import main as predict_main
-
-    checkpoint = tmp_path / "matchseg.pth"
-    model = create_model("matchseg", num_classes=2, in_chans=3, img_size=SIZE, widths=(8, 8, 8, 8))
-    save_checkpoint(checkpoint, {**model_checkpoint(model), "args": {"dataset": "busi"}})
-    capsys.readouterr()
-    status = predict_main(["--checkpoint", str(checkpoint), "--input", busi["root_path"], "--output",
-                           str(tmp_path / "out"), "--device", "cpu"])
-    err = capsys.readouterr().err
-    assert status == 2 and len(err.strip().splitlines()) == 1 and "support set" in err and str(checkpoint) in err
-    assert not (tmp_path / "out").exists()
-
-
 def _copy_with_empty_train_list(paths: dict, destination: Path) -> str:
     """A copy of the phantom's list folder whose training list (the support pool) holds no entry."""
     import shutil

@@ -10,7 +10,10 @@ A checkpoint is a plain dict saved with ``torch.save`` and loaded with ``weights
 
 ``arch`` is the registered model name and ``model_config`` its full config, so ``create_model(arch, **config)``
 rebuilds the network; ``model_extra`` is the model's ``extra_state()``. Files of an older format are converted on
-load by the converter their model family registered (``networks.registry.register_checkpoint_upgrade``).
+load by the converter their model family registered (``networks.registry.register_checkpoint_upgrade``), and a bare
+weights file of a foreign layout (e.g. a released state_dict of another codebase) by the importer a family registered
+for it (``networks.registry.register_weights_importer``): it supplies arch, model_config and the weights, so that such
+a file is tested or applied like a checkpoint (it has no ``args``: no training run, no optimizer).
 """
 from __future__ import annotations
 
@@ -151,9 +154,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     except Exception as exc:  # torch raises many types for truncated/corrupt/unsafe files
         raise CheckpointError(path, f"cannot read checkpoint (corrupt or not a PyTorch file): "
                                     f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    ckpt = import_foreign_weights(ckpt, path)
     if not isinstance(ckpt, dict) or not all(key in ckpt for key in REQUIRED_KEYS):
         raise CheckpointError(path, "not a checkpoint of this codebase (expected a dict with "
-                                    f"{', '.join(REQUIRED_KEYS)}; a bare state_dict or another model's file?)")
+                                    f"{', '.join(REQUIRED_KEYS)}; a bare state_dict or another model's file? No "
+                                    f"registered weights importer recognises it either)")
     ckpt = upgrade_checkpoint(ckpt)
     if ckpt["format"] != CHECKPOINT_FORMAT:
         raise CheckpointError(path, f"unsupported checkpoint format {ckpt['format']!r} "
@@ -161,6 +166,24 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(ckpt.get("arch"), str):
         raise CheckpointError(path, "checkpoint names no model architecture ('arch')")
     return ckpt
+
+
+def import_foreign_weights(obj: Any, path: str | os.PathLike) -> Any:
+    """``obj`` (what torch.load returned) as a checkpoint dict when it is a bare weights file that a registered
+    importer recognises (stamped with the current format and ``imported_by`` = the importer's name; its conversion
+    errors become one CheckpointError naming the file); anything else unchanged, for the caller to check."""
+    if isinstance(obj, dict) and all(key in obj for key in REQUIRED_KEYS):
+        return obj
+    from networks.registry import find_weights_importer  # local import: keeps `import utils.checkpoint` light
+
+    importer = find_weights_importer(obj)
+    if importer is None:
+        return obj
+    try:
+        converted = importer.convert(obj)
+    except ValueError as exc:
+        raise CheckpointError(path, str(exc)) from exc
+    return {"format": CHECKPOINT_FORMAT, **converted, "imported_by": importer.name}
 
 
 def upgrade_checkpoint(ckpt: dict) -> dict:
@@ -179,6 +202,14 @@ def peek_arch(path: str | os.PathLike) -> str | None:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # noqa: BLE001 - unreadable here is reported by the real load, with its reason
+        return None
+    try:
+        ckpt = import_foreign_weights(ckpt, path)
+    except CheckpointError:  # a damaged foreign file: its importer's model, whose load then reports the problem
+        from networks.registry import find_weights_importer  # local import: keeps `import utils.checkpoint` light
+
+        return find_weights_importer(ckpt).arch
+    except Exception:  # noqa: BLE001 - reported by the real load, with its reason
         return None
     return upgrade_checkpoint(ckpt).get("arch") if isinstance(ckpt, dict) else None
 

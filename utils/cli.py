@@ -4,10 +4,11 @@ One parser builder per role (``build_train_parser`` / ``build_test_parser``): ``
 ``--model NAME --dataset NAME``; ``train_<dataset>.py`` / ``test_<dataset>.py`` are the same with the data set fixed.
 The model's options are declared once, by its family's config dataclass (fields with ``cli_option`` metadata) and
 training options (``train_options_class``): the parser reads ``--model`` (and ``--dataset``) first, then adds that
-family's options. Option names of the authors' release are kept so that its commands still work; options that mean
-nothing here are accepted and ignored with a note (``notes``, logged at start). Values that depend on other options
-(run directory, resume path, validation list, ...) are resolved right after parsing. ``parse_config`` returns the
-typed :class:`utils.config.TrainConfig` / :class:`utils.config.EvalConfig` that the library takes.
+family's options; the optimisation options are the fields of ``networks.recipe.TrainingRecipe``, with the
+model's recipe as defaults. Option names of the authors' release are kept so that its commands still work; options
+that mean nothing here are accepted and ignored with a note (``notes``, logged at start). Values that depend on other
+options (run directory, resume path, validation list, ...) are resolved right after parsing. ``parse_config`` returns
+the typed :class:`utils.config.TrainConfig` / :class:`utils.config.EvalConfig` that the library takes.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from datasets import get_dataset, list_datasets
 from datasets.common import DataError, non_negative_int, positive_int
 from datasets.context import get_context
 from networks import list_models, model_entry
+from networks.recipe import TrainingRecipe
 from networks.registry import model_config
 from utils.checkpoint import CheckpointError, peek_arch
 from utils.config import EvalConfig, TrainConfig, config_from_namespace
@@ -32,8 +34,7 @@ DEFAULT_MODEL = "sim_mpnet"
 AMP_MODES = ("none", "bf16", "fp16")
 METRIC_PROTOCOLS = ("transunet", "strict")
 
-# The release's training recipe (train_synapse.py / trainer.py), used for every model and data set.
-RECIPE = dict(batch_size=20, base_lr=1e-4, max_epochs=300, seed=2222)
+DEFAULT_SEED = 2222  # the release's (train_synapse.py); the rest of a training recipe is the model's (networks.recipe)
 TEST_BATCH_SIZE = 16  # slices per inference batch (2-D image sets infer one image at a time)
 RUNS_DIR = "runs"
 NONE_WORDS = ("none", "null", "")
@@ -67,11 +68,11 @@ def _optional_path(text: str) -> str | None:
     return None if text.strip().lower() in NONE_WORDS else text
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows defaults, except unset ones and those the help text already explains."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default in (None, False) or "default" in (action.help or ""):
+        if action.default is None or action.default is False or "default" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
 
@@ -81,7 +82,7 @@ class RunParser(argparse.ArgumentParser):
     the model family's options, and resolves dependent defaults right after parsing (see the module docstring)."""
 
     def __init__(self, role: str, dataset: str | None, **kwargs) -> None:
-        super().__init__(formatter_class=_HelpFormatter, **kwargs)
+        super().__init__(formatter_class=HelpFormatter, **kwargs)
         self.role, self.fixed_dataset = role, dataset
         self.model_option_names: list[str] = []
         self.train_option_names: list[str] = []
@@ -155,9 +156,8 @@ def _build(parser: RunParser, dataset: str, model: str) -> None:
                             help=f"checkpoint to evaluate (default: {RUNS_DIR}/<dataset>_<scale>_<img_size>/last.pth)")
     _add_model_options(parser, dataset, model, parser.role)
     if parser.role == "train":
-        group = parser.add_argument_group("optimisation")
-        group.add_argument("--base_lr", type=float, default=RECIPE["base_lr"], help="AdamW learning rate (constant)")
-        group.add_argument("--max_epochs", type=positive_int, default=RECIPE["max_epochs"], help="training epochs")
+        group = parser.add_argument_group(f"optimisation (defaults: the training recipe of {model})")
+        add_dataclass_options(group, dataclasses.fields(TrainingRecipe), model_entry(model).recipe)
         group.add_argument("--max_steps", type=positive_int, default=None,
                            help="stop after this many optimizer steps (smoke tests)")
         _add_train_options(parser, model)
@@ -229,7 +229,7 @@ def _option_type(item: dataclasses.Field) -> Callable[[str], Any]:
     return kind
 
 
-def _add_dataclass_options(group, fields: Sequence[dataclasses.Field], defaults: Any, suffix: str = "",
+def add_dataclass_options(group, fields: Sequence[dataclasses.Field], defaults: Any, suffix: str = "",
                            role: str | None = None) -> list[str]:
     """``--<field>`` for every field with cli_option metadata (and, when the metadata names a role, of ``role``);
     returns their names."""
@@ -237,7 +237,8 @@ def _add_dataclass_options(group, fields: Sequence[dataclasses.Field], defaults:
     for item in fields:
         if "help" not in item.metadata or item.metadata.get("role", role) != role:
             continue
-        group.add_argument(f"--{item.name}", type=_option_type(item), choices=item.metadata.get("choices"),
+        group.add_argument(f"--{item.name}", *item.metadata.get("aliases", ()), dest=item.name,
+                           type=_option_type(item), choices=item.metadata.get("choices"),
                            nargs="+" if str(item.type).startswith("tuple[") else None,
                            default=None if defaults is None else getattr(defaults, item.name),
                            help=item.metadata["help"] + suffix)
@@ -254,7 +255,7 @@ def _add_model_options(parser: RunParser, dataset: str, model: str, role: str) -
         if train else None
     suffix = "" if train else " (default: as stored in the checkpoint; a different value is an error)"
     group = parser.add_argument_group(f"model: {model} ({entry.description})")
-    parser.model_option_names = _add_dataclass_options(group, dataclasses.fields(entry.config_class), defaults,
+    parser.model_option_names = add_dataclass_options(group, dataclasses.fields(entry.config_class), defaults,
                                                        suffix)
     if train:
         group.add_argument("--in_chans", type=positive_int, choices=sorted({1, spec.in_chans}), default=None,
@@ -272,7 +273,7 @@ def _add_train_options(parser: RunParser, model: str) -> None:
     if options_class is None:
         return
     group = parser.add_argument_group(f"training schedule of {model}")
-    parser.train_option_names = _add_dataclass_options(group, dataclasses.fields(options_class), options_class())
+    parser.train_option_names = add_dataclass_options(group, dataclasses.fields(options_class), options_class())
 
 
 def _add_context_options(parser: RunParser, model: str, role: str) -> None:
@@ -284,7 +285,7 @@ def _add_context_options(parser: RunParser, model: str, role: str) -> None:
     provider = get_context(context)
     train = role == "train"
     group = parser.add_argument_group(f"batch context: {context} ({provider.description})")
-    parser.context_option_names = _add_dataclass_options(
+    parser.context_option_names = add_dataclass_options(
         group, dataclasses.fields(provider.options), provider.options() if train else None,
         "" if train else " (default: as in the training run)", role)
 
@@ -294,11 +295,11 @@ def _add_runtime_options(parser: argparse.ArgumentParser, role: str) -> None:
     group.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (auto: CUDA when present)")
     group.add_argument("--amp", choices=AMP_MODES, default="none",
                        help="mixed precision: bf16, or fp16 (with gradient scaling when training)")
-    group.add_argument("--seed", type=int, default=RECIPE["seed"], help="random seed")
-    group.add_argument("--batch_size", "--batch-size", dest="batch_size", type=positive_int,
-                       default=RECIPE["batch_size"] if role == "train" else TEST_BATCH_SIZE,
-                       help="images/slices per training batch" if role == "train"
-                       else "slices per inference batch (2-D image sets: one image at a time)")
+    group.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed")
+    if role == "test":  # training: an option of the recipe (optimisation)
+        group.add_argument("--batch_size", "--batch-size", dest="batch_size", type=positive_int,
+                           default=TEST_BATCH_SIZE, help="slices per inference batch (2-D image sets: one image at a "
+                                                         "time)")
     if role == "test":
         group.add_argument("--tta", choices=TTA_MODES, default="none",
                            help="test-time augmentation: flip = average the softmax probabilities over the input and "
@@ -350,6 +351,8 @@ def _resolve(parser: RunParser, args: argparse.Namespace) -> None:
     args.notes = [f"--{name} {getattr(args, name)} ignored: {why}" for name, why in IGNORED_OPTIONS[role].items()
                   if getattr(args, name) is not None]
     if role == "train":
+        # an impossible recipe value (--base_lr 0, --weight_decay -1) is one error line, before anything runs
+        TrainingRecipe(**{item.name: getattr(args, item.name) for item in dataclasses.fields(TrainingRecipe)})
         args.output_dir = args.output_dir or default_run_dir(dataset, *_run_tag(parser, args))
         if args.resume is not None and args.resume.lower() == "auto":
             last = Path(args.output_dir) / "last.pth"

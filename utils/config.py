@@ -2,13 +2,18 @@
 
 The library takes these, not an argparse Namespace; ``utils.cli`` builds them from the parsed arguments. Model
 options (``model_options``: fields of the family's config dataclass, None = the preset's / the checkpoint's value)
-and the family's training options (``train_options``) are plain dicts, so the engine never names them.
+and the family's training options (``train_options``) are plain dicts, so the engine never names them. The training
+recipe's fields (``networks.recipe.TrainingRecipe``: optimiser, lr, schedule, batch, epochs, early stop) are plain
+fields of :class:`TrainConfig`, as the options of the scripts, which fill them from the model's recipe (the
+defaults here are the release's).
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
+
+from networks.recipe import RELEASE_RECIPE, TrainingRecipe
 
 
 @dataclass
@@ -31,14 +36,18 @@ class TrainConfig:
     num_workers: int = 0
     val_list: str | None = None
     val_every: int = 1
-    base_lr: float = 1e-4
-    max_epochs: int = 300
+    optimizer: str = RELEASE_RECIPE.optimizer
+    base_lr: float = RELEASE_RECIPE.base_lr
+    weight_decay: float = RELEASE_RECIPE.weight_decay
+    lr_schedule: str = RELEASE_RECIPE.lr_schedule
+    max_epochs: int = RELEASE_RECIPE.max_epochs
+    early_stop_patience: int = RELEASE_RECIPE.early_stop_patience
     max_steps: int | None = None
     device: str = "auto"
     amp: str = "none"
     seed: int = 2222
     deterministic: int = 1
-    batch_size: int = 20
+    batch_size: int = RELEASE_RECIPE.batch_size
     compile: bool = False
     grad_checkpointing: bool = False
     sync_bn: int = 1
@@ -52,6 +61,10 @@ class TrainConfig:
         values = {item.name: getattr(self, item.name) for item in dataclasses.fields(self)
                   if item.name not in ("model_options", "train_options", "context_options")}
         return {**values, **self.model_options, **self.train_options, **self.context_options}
+
+    def recipe(self) -> TrainingRecipe:
+        """The training recipe of this run (its recipe fields; ValueError for an impossible value)."""
+        return TrainingRecipe(**{item.name: getattr(self, item.name) for item in dataclasses.fields(TrainingRecipe)})
 
 
 @dataclass

@@ -69,14 +69,23 @@ def with_test_context(dataset, config: EvalConfig, arch: str, trained_with: Mapp
     if provider is None:
         return dataset
     options = context_options(provider, trained_with, config.context_options)
+    named = ", ".join(f"--{provider.pool_fields[key]}" for key in POOL_KEYS if key in provider.pool_fields)
+    pool = training_pool(provider, options, trained_with, checkpoint, config.num_classes, config.seed,
+                         hint=f"name the pool with {named}" if named else "")
+    return provider.attach(ContextSource(get_dataset(config.dataset), dataset, config.list_dir), pool, options,
+                           training=False, img_size=img_size, seed=int(trained_with.get("seed", config.seed)),
+                           device=device)
+
+
+def training_pool(provider: ContextProvider, options: Any, trained_with: Mapping[str, Any], checkpoint: str,
+                  num_classes: int, seed: int, hint: str = "") -> ContextSource:
+    """The training split a checkpoint's context is drawn from at test time: the data the options name (the
+    provider's ``pool_fields``), else the checkpoint's own (``trained_with`` = its saved run options). ValueError
+    (ending in ``hint``) when neither names it; DataError when its files are not here."""
     named_pool = {key: getattr(options, name) for key, name in provider.pool_fields.items()}
     pool_dataset, root, list_dir = (named_pool.get(key) or trained_with.get(key) for key in POOL_KEYS)
     if not (pool_dataset and root and list_dir):
-        named = ", ".join(f"--{provider.pool_fields[key]}" for key in POOL_KEYS if key in provider.pool_fields)
-        raise ValueError(f"{checkpoint}: the checkpoint does not record its training data"
-                         + (f"; name the pool with {named}" if named else ""))
+        raise ValueError(f"{checkpoint}: the checkpoint does not record its training data" + (f"; {hint}" if hint
+                                                                                              else ""))
     spec = get_dataset(pool_dataset)
-    pool = spec.build(root, list_dir, spec.train_split, config.num_classes, seed=config.seed)
-    return provider.attach(ContextSource(get_dataset(config.dataset), dataset, config.list_dir),
-                           ContextSource(spec, pool, list_dir), options, training=False, img_size=img_size,
-                           seed=int(trained_with.get("seed", config.seed)), device=device)
+    return ContextSource(spec, spec.build(root, list_dir, spec.train_split, num_classes, seed=seed), list_dir)

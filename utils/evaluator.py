@@ -4,7 +4,7 @@
 what the data set's spec says (``get_dataset(name).kind``): a grey volume [D, H, W] (``'volume'``,
 ``predict_volume``) or one image [3, H, W] with a 2-D label (``'image'``, ``predict_image``). ``evaluate`` (the test
 scripts' entry) adds checkpoint loading, the printed tables and the output files (metrics.csv, summary.json, PNG
-overlays, and NIfTI for volumes).
+overlays, NIfTI for volumes, and report.html: the results page of utils.report).
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import gzip
 import io
 import warnings
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 
 import nibabel as nib
@@ -23,13 +24,15 @@ from tqdm import tqdm
 from datasets import get_dataset
 from datasets.registry import DATA_KINDS
 from utils.checkpoint import (
-    CheckpointError, atomic_write_bytes, atomic_write_json, atomic_write_text, build_model_from_checkpoint,
+    CheckpointError, atomic_write_bytes, atomic_write_json, atomic_write_text, build_model_from_checkpoint, json_safe,
 )
 from utils.config import EvalConfig, TrainConfig
 from utils.inference import model_device, predict_image, predict_volume, resolve_device
 from utils.metrics import METRIC_NAMES, case_metrics, summarize
 from utils.runlog import CreatedPaths, amp_dtype, format_table, logger, removed_on_failure, run_logging, seed_everything
-from utils.context import with_test_context
+from utils.context import model_context, with_test_context
+from utils.report import REPORT_HTML, write_test_report
+from utils.model_input import model_input_conversion, with_model_input
 from utils.visual import image_grid, overlay, save_png, side_by_side
 
 CSV_COLUMNS = ("case", "class", *METRIC_NAMES)
@@ -87,11 +90,12 @@ def item_context(item: dict, model: torch.nn.Module, kind: str) -> dict:
 
 
 def check_input_channels(checkpoint: str | Path, model: torch.nn.Module, dataset: str) -> None:
-    """CheckpointError unless the model takes the data set's channel count (1 grey, 3 RGB)."""
-    expected = get_dataset(dataset).in_chans
-    if model.in_chans != expected:
-        raise CheckpointError(checkpoint, f"the model takes {model.in_chans}-channel images but {dataset} images "
-                                          f"have {expected} channel(s)")
+    """CheckpointError unless the model takes the data set's images: its channel count (1 grey, 3 RGB), or 1 for a
+    colour set (converted to grey, utils.model_input)."""
+    try:
+        model_input_conversion(get_dataset(dataset), model)
+    except ValueError as exc:
+        raise CheckpointError(checkpoint, str(exc)) from exc
 
 
 def evaluate_model(model: torch.nn.Module, dataset: torch.utils.data.Dataset, *, kind: str, img_size: int,
@@ -190,26 +194,31 @@ def gt_pred_panel(image: np.ndarray, label: np.ndarray, prediction: np.ndarray, 
 
 
 def save_case_overlays(directory: Path, case: str, image: np.ndarray, prediction: np.ndarray, label: np.ndarray,
-                       num_classes: int, count: int, created: CreatedPaths) -> None:
+                       num_classes: int, count: int, created: CreatedPaths) -> list[Path]:
     """PNG (ground truth | prediction) of the ``count`` slices of a volume with the most foreground:
-    ``<case>_slice<NNN>.png``."""
+    ``<case>_slice<NNN>.png``; returns their paths."""
     volumes = [v if v.ndim == 3 else v[None] for v in (image, prediction, label)]
+    paths = []
     for index in most_foreground_slices(volumes[2], count):
         panel = gt_pred_panel(volumes[0][index], volumes[2][index], volumes[1][index], num_classes)
-        save_png(created.track(directory / f"{case}_slice{index:03d}.png"), panel)
+        paths.append(created.track(directory / f"{case}_slice{index:03d}.png"))
+        save_png(paths[-1], panel)
+    return paths
 
 
 def save_image_overlay(directory: Path, case: str, image: np.ndarray, prediction: np.ndarray, label: np.ndarray,
                        num_classes: int, created: CreatedPaths,
-                       references: Sequence[tuple[np.ndarray, np.ndarray]] = ()) -> None:
+                       references: Sequence[tuple[np.ndarray, np.ndarray]] = ()) -> Path:
     """PNG (ground truth | prediction) of a 2-D image case (RGB [3, H, W] shown per-channel min-max scaled):
-    ``<case>.png``; ``references`` (image, label) pairs the prediction was made from (a support set) go in a
-    second row, each with its label."""
+    ``<case>.png`` (returned); ``references`` (image, label) pairs the prediction was made from (a support set) go
+    in a second row, each with its label."""
     panel = gt_pred_panel(image, label, prediction, num_classes)
     if references:
         panel = image_grid([[panel], [side_by_side(*(overlay(ref_image, ref_label, num_classes)
                                                      for ref_image, ref_label in references))]])
-    save_png(created.track(directory / f"{case}.png"), panel)
+    path = created.track(directory / f"{case}.png")
+    save_png(path, panel)
+    return path
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -253,6 +262,7 @@ def evaluate(config: EvalConfig) -> dict:
     img_size = model.img_size
     dataset = with_test_context(dataset, config, model.arch, checkpoint.get("args") or {}, img_size, str(device),
                                 str(config.checkpoint))
+    dataset = with_model_input(dataset, get_dataset(config.dataset), model, model_context(model.arch))
     context_info = getattr(dataset, "context_info", None)
     labels = class_labels(config.class_names, config.num_classes)
     output_dir = Path(config.output_dir)
@@ -267,28 +277,48 @@ def evaluate(config: EvalConfig) -> dict:
                         config.tta)
             if context_info:
                 logger.info("batch context: %s", context_info)
+            conversion = model_input_conversion(get_dataset(config.dataset), model)
+            if conversion is not None:
+                logger.info("model input: %s", conversion.describe())
             writes_files = config.is_savenii or config.save_overlays
-            on_case = _case_writer(config, kind, output_dir, created, getattr(dataset, "context_pairs", None)) \
-                if writes_files else None
+            overlays: dict[str, list[Path]] = {}  # case -> its overlay PNGs, for the results page
+            on_case = _case_writer(config, kind, output_dir, created, getattr(dataset, "context_pairs", None),
+                                   overlays) if writes_files else None
             per_case, summary = evaluate_model(model, dataset, kind=kind, img_size=img_size,
                                                num_classes=config.num_classes, protocol=config.metrics,
                                                batch_size=config.batch_size, device=device, amp=amp_dtype(config.amp),
                                                on_case=on_case, desc="test", tta=config.tta)
             record = {**summary_record(summary, labels, config.metrics, str(config.checkpoint), len(per_case)),
                       "tta": config.tta, **({"context": context_info} if context_info else {})}
-            atomic_write_text(created.track(output_dir / "metrics.csv"), metrics_csv_text(per_case, labels))
+            csv_text = metrics_csv_text(per_case, labels)
+            atomic_write_text(created.track(output_dir / "metrics.csv"), csv_text)
             atomic_write_json(created.track(output_dir / "summary.json"), record)
+            case_notes = getattr(dataset, "case_notes", None)  # per-case context, e.g. a query's supports
+            write_test_report(created.track(output_dir / REPORT_HTML), record=json_safe(record), metrics_csv=csv_text,
+                              run=report_facts(config, model.arch, kind, img_size, device, len(per_case)),
+                              overlays=overlays, notes=case_notes() if case_notes is not None else None,
+                              title=f"{model.arch} on {config.dataset} / {config.test_list}")
             logger.info("\n%s", metric_tables(per_case, summary, labels))
             logger.info("mean DSC %.4f  mean HD95 %.4f  (%s protocol) -> %s", record["mean_dice"],
                         record["mean_hd95"], config.metrics, output_dir / "summary.json")
     return record
 
 
+def report_facts(config: EvalConfig, arch: str, kind: str, img_size: int, device: torch.device,
+                 num_cases: int) -> dict:
+    """The run as the results page's header lists it."""
+    return {"model": arch, "data set": config.dataset, "test list": f"{config.test_list} ({num_cases} {kind}s)",
+            "checkpoint": str(config.checkpoint), "metrics protocol": config.metrics, "tta": config.tta,
+            "network input": f"{img_size} px", "device": str(device),
+            "date": datetime.now().astimezone().isoformat(timespec="seconds")}
+
+
 def _case_writer(config: EvalConfig, kind: str, output_dir: Path, created: CreatedPaths,
-                 context_pairs: Callable[[dict], list] | None = None) -> CaseCallback:
+                 context_pairs: Callable[[dict], list] | None = None,
+                 overlays: dict[str, list[Path]] | None = None) -> CaseCallback:
     """Callback of ``evaluate_model`` writing the per-case NIfTI files and overlays that were asked for (an image
     case has one overlay, whatever N ``--save-overlays`` asks for; ``context_pairs(context)`` gives the reference
-    pairs, e.g. supports, shown with it)."""
+    pairs, e.g. supports, shown with it); ``overlays`` collects each case's overlay paths."""
     nifti_dir = created.mkdir(config.test_save_dir) if config.is_savenii else None
     overlay_dir = created.mkdir(output_dir / "overlays") if config.save_overlays else None
 
@@ -299,9 +329,12 @@ def _case_writer(config: EvalConfig, kind: str, output_dir: Path, created: Creat
             return
         if kind == "image":
             references = context_pairs(context) if context_pairs is not None and context else ()
-            save_image_overlay(overlay_dir, case, image, prediction, label, config.num_classes, created, references)
+            paths = [save_image_overlay(overlay_dir, case, image, prediction, label, config.num_classes, created,
+                                        references)]
         else:
-            save_case_overlays(overlay_dir, case, image, prediction, label, config.num_classes, config.save_overlays,
-                               created)
+            paths = save_case_overlays(overlay_dir, case, image, prediction, label, config.num_classes,
+                                       config.save_overlays, created)
+        if overlays is not None:
+            overlays[case] = paths
 
     return write

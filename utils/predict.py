@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -49,11 +50,19 @@ from tqdm import tqdm
 
 from datasets import get_dataset, list_datasets
 from datasets.common import DataError, check_finite, non_negative_int, positive_int, read_h5, read_npz
+from datasets.dicom import DICOM_SUFFIXES, dicom_picture, dicom_volume, has_dicom_prefix, probe_frames
+from datasets.dicom import luma as dicom_luma
 from datasets.registry import DatasetSpec, RawInput, is_orientation
 from datasets.rgb import read_rgb_image
+from utils.cli import HelpFormatter, add_dataclass_options, run_cli
 from utils.checkpoint import CheckpointError, atomic_write_bytes, atomic_write_text, build_model_from_checkpoint
-from utils.context import model_context
-from utils.evaluator import NIFTI_AFFINE, check_input_channels, class_labels, most_foreground_slices, predict_case
+from datasets.context import ContextProvider, ContextSource, get_context, list_contexts
+from datasets.pair_folder import IMAGES_DIR, MASKS_DIR, PairFolder
+from utils.context import context_options, model_context, training_pool
+from utils.evaluator import (
+    NIFTI_AFFINE, check_input_channels, class_labels, item_context, most_foreground_slices, predict_case,
+)
+from utils.model_input import InputConversion, convert_entries, image_keys, model_input_conversion
 from utils.inference import PROBABILITY_ZOOM_ORDER, TTA_MODES, resize_slice, resolve_device
 from utils.runlog import CreatedPaths, amp_dtype, removed_on_failure, seed_everything
 from utils.visual import display_rgb, image_grid, overlay, save_png, side_by_side
@@ -64,19 +73,24 @@ __all__ = ["PredictConfig", "PredictSummary", "InputItem", "find_inputs", "read_
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 PREPARED_SUFFIXES = (".npy.h5", ".h5", ".npz")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-FORMAT_SUFFIXES = {"nifti": NIFTI_SUFFIXES, "prepared": PREPARED_SUFFIXES, "image": IMAGE_SUFFIXES}
-VOLUME_FORMATS, IMAGE_FORMATS = ("nifti", "dicom", "prepared"), ("image", "prepared")
+FORMAT_SUFFIXES = {"nifti": NIFTI_SUFFIXES, "prepared": PREPARED_SUFFIXES, "image": IMAGE_SUFFIXES,
+                   "dicom_file": DICOM_SUFFIXES}
+# 'dicom': a series folder (volume sets); 'dicom_file': one .dcm file, a volume or (image sets) one image per frame
+VOLUME_FORMATS, IMAGE_FORMATS = ("nifti", "dicom", "dicom_file", "prepared"), ("image", "dicom_file", "prepared")
+FRAME_NAME = "{stem}_frame{number:0{digits}d}"  # the output stem of frame `number` (1-based) of a multi-frame file
 STORED_ORIENTATION = "stored"  # --orientation stored: keep the input's voxel order
 LABEL_SUFFIX = {"volume": ".nii.gz", "image": ".png"}
 PROBABILITIES_SUFFIX = "_probabilities.npz"
 OVERLAY_DIR = "overlays"
 VOLUMES_CSV = "volumes.csv"
+CONTEXT_CSV = "supports.csv"  # support-set models: the pool images each input was segmented with
 DEFAULT_OVERLAY_SLICES = 3  # --save_overlays without a number: the 3 slices of a volume with the most foreground
 NIFTI_COMPRESSION = 1  # gzip level of the label maps (nibabel's default; label maps compress well at any level)
 MM3_PER_ML = 1000.0
 # NIfTI spatial units -> millimetres (an unknown unit is taken as mm, the NIfTI convention for scanner space).
 MM_PER_UNIT = {"mm": 1.0, "meter": 1000.0, "micron": 0.001, "unknown": 1.0}
-RGB_MODES_REFUSED = {"1": 1, "L": 1, "LA": 2, "I": 1, "I;16": 1, "F": 1}  # grey PIL modes -> their channel count
+GREY_MODES = ("1", "L", "LA")  # 8-bit grey PIL modes: repeated in R, G and B for a colour model (noted)
+DEEP_GREY_MODES = ("I", "I;16", "F")  # 16-bit / float grey: no 8-bit window to assume, refused
 
 
 @dataclass
@@ -96,6 +110,8 @@ class PredictConfig:
     overwrite: bool = False
     orientation: str | None = None  # None: the data set's training orientation; 'stored' or axis codes otherwise
     seed: int = 2222
+    support: str | None = None  # a folder of labelled pairs (images/, masks/): the pool of a support-set model
+    context_options: dict = field(default_factory=dict)  # the batch context's options (None: the checkpoint's)
 
 
 @dataclass
@@ -113,11 +129,14 @@ class PredictSummary:
 # ----------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class InputItem:
-    """One input: a file or a DICOM series folder, its format and the stem of its output files."""
+    """One input: a file or a DICOM series folder, its format and the stem of its output files; for image sets,
+    one frame of a multi-frame DICOM file (``frame`` 0-based, of ``frames``)."""
 
     path: Path
-    format: str  # 'nifti', 'dicom', 'prepared', 'image'
+    format: str  # 'nifti', 'dicom' (series folder), 'dicom_file', 'prepared', 'image'
     name: str
+    frame: int | None = None
+    frames: int = 1
 
 
 def file_format(path: Path) -> tuple[str, str] | None:
@@ -128,6 +147,33 @@ def file_format(path: Path) -> tuple[str, str] | None:
             if lower.endswith(suffix) and len(lower) > len(suffix):
                 return kind, path.name[: -len(suffix)]
     return None
+
+
+def input_format(path: Path) -> tuple[str, str] | None:
+    """(format, output stem) of a file: by suffix, else a DICOM file by its 'DICM' prefix (exports often name
+    files by number or UID, without a suffix: the whole name is the stem)."""
+    return file_format(path) or (("dicom_file", path.name) if has_dicom_prefix(path) else None)
+
+
+def file_items(path: Path, kind: str) -> list[InputItem]:
+    """The inputs of one file: itself, or for image sets each frame of a multi-frame DICOM file
+    (``<stem>_frame001`` ...). A DICOM file whose header shows a problem stays one input, so that the problem is
+    reported once, when it is read."""
+    found = input_format(path)
+    if found is None:
+        return []
+    item = InputItem(path, *found)
+    if item.format != "dicom_file" or kind != "image":
+        return [item]
+    try:
+        frames = probe_frames(path)
+    except DataError:
+        return [item]
+    if frames == 1:
+        return [item]
+    digits = max(3, len(str(frames)))
+    return [InputItem(path, "dicom_file", FRAME_NAME.format(stem=item.name, number=index + 1, digits=digits), index,
+                      frames) for index in range(frames)]
 
 
 def dicom_series_ids(folder: Path) -> list[str]:
@@ -144,22 +190,24 @@ def find_inputs(path: str | os.PathLike, kind: str = "volume",
                 exclude: Sequence[str | os.PathLike] = ()) -> tuple[list[InputItem], list[str]]:
     """The inputs under ``path`` for a data set of ``kind`` ('volume' / 'image'), and notes on what was ignored.
 
-    A file is one input (its format by suffix). For volume sets, a folder holding DICOM files is one DICOM series.
-    Any other folder holds inputs: its files of a known format and, for volume sets, each sub-folder as a DICOM
-    series (a sub-folder without one is a failed input, reported when read); hidden entries, files of other types and
-    sub-folders of image sets (noted) and the ``exclude`` paths (the output folder) are skipped. DataError for a
-    missing path, an unsupported single file or a folder without inputs.
+    A file is one input (its format by suffix; DICOM also by its 'DICM' prefix), except a multi-frame DICOM file
+    for image sets: one input per frame (:func:`file_items`). For volume sets, a folder holding DICOM files is one
+    DICOM series. Any other folder holds inputs: its files of a known format (for image sets, DICOM files are
+    images) and, for volume sets, each sub-folder as a DICOM series (a sub-folder without one is a failed input,
+    reported when read); hidden entries, files of other types and sub-folders of image sets (noted) and the
+    ``exclude`` paths (the output folder) are skipped. DataError for a missing path, an unsupported single file or a
+    folder without inputs.
     """
     path = Path(path)
     if not path.exists():
         raise DataError(path, "input does not exist")
     if path.is_file():
-        found = file_format(path)
-        if found is None:
-            hint = "; a DICOM series is given as its folder" if path.suffix.lower() in ("", ".dcm", ".ima") else ""
+        items = file_items(path, kind)
+        if not items:
             raise DataError(path, f"unsupported file type (expected NIfTI {'/'.join(NIFTI_SUFFIXES)}, prepared "
-                                  f"{'/'.join(PREPARED_SUFFIXES)} or image {'/'.join(IMAGE_SUFFIXES)}){hint}")
-        return [InputItem(path, found[0], found[1])], []
+                                  f"{'/'.join(PREPARED_SUFFIXES)}, image {'/'.join(IMAGE_SUFFIXES)} or DICOM "
+                                  f"{'/'.join(DICOM_SUFFIXES)}; a DICOM series is given as its folder)")
+        return items, []
     if kind == "volume" and dicom_series_ids(path):
         return [InputItem(path, "dicom", path.resolve().name)], []
     excluded = {Path(p).resolve() for p in exclude}
@@ -173,15 +221,14 @@ def find_inputs(path: str | os.PathLike, kind: str = "volume",
             else:
                 ignored.append(entry.name + "/")
             continue
-        found = file_format(entry)
-        if found is None:
+        found = file_items(entry, kind)
+        if not found:
             ignored.append(entry.name)
-        else:
-            items.append(InputItem(entry, *found))
+        items += found
     listed = f"{', '.join(ignored[:5])}{' ...' if len(ignored) > 5 else ''}"
     if not items:
-        expected = ("NIfTI, DICOM series or prepared (.npz / .npy.h5)" if kind == "volume"
-                    else "PNG / JPEG / BMP or prepared (.npz)")
+        expected = ("NIfTI, DICOM series / file or prepared (.npz / .npy.h5)" if kind == "volume"
+                    else "PNG / JPEG / BMP / DICOM or prepared (.npz)")
         raise DataError(path, f"no {expected} input found" + (f" (only: {listed})" if ignored else " (empty folder)"))
     notes = [f"{path}: ignored {len(ignored)} entries of other types: {listed}"] if ignored else []
     return items, notes
@@ -192,13 +239,14 @@ def find_inputs(path: str | os.PathLike, kind: str = "volume",
 # ----------------------------------------------------------------------------------------------------------------
 @dataclass
 class RawVolume:
-    """A raw volume as stored: voxels (x, y, z), the voxel -> world (RAS) affine, the NIfTI header (None for DICOM)
-    and the millimetres per unit of the affine."""
+    """A raw volume as stored: voxels (x, y, z), the voxel -> world (RAS) affine, the NIfTI header (None for DICOM),
+    the millimetres per unit of the affine, and notes on what the reader assumed or converted (printed)."""
 
     data: np.ndarray
     affine: np.ndarray
     header: nib.Nifti1Header | None = None
     mm_per_unit: float = 1.0
+    notes: list[str] = field(default_factory=list)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -259,10 +307,14 @@ def read_dicom_series(folder: Path) -> RawVolume:
     except RuntimeError as exc:
         raise DataError(folder, f"cannot read the DICOM series (corrupt or truncated file?): {_first_line(exc)}") \
             from exc
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise DataError(folder, f"{image.GetNumberOfComponentsPerPixel()} components per pixel (colour DICOM): the "
-                                f"model takes grey volumes (1 channel)")
-    array = sitk.GetArrayFromImage(image)  # [z, y, x]
+    components, notes = image.GetNumberOfComponentsPerPixel(), []
+    if components not in (1, 3):
+        raise DataError(folder, f"{components} components per pixel: the model takes grey volumes (1 channel)")
+    array = sitk.GetArrayFromImage(image)  # [z, y, x] (colour: [z, y, x, 3], YBR converted to RGB by GDCM)
+    if components == 3:  # as for a single colour file (datasets.dicom): luma, noted
+        array = dicom_luma(array)
+        notes.append("colour series converted to grey (BT.601 luma) for the grey model: its values are display "
+                     "intensities, not the modality's units (e.g. not CT HU)")
     dimension = image.GetDimension()
     spacing, origin = np.ones(3), np.zeros(3)
     direction = np.eye(3)
@@ -274,7 +326,22 @@ def read_dicom_series(folder: Path) -> RawVolume:
     lps = np.eye(4)
     lps[:3, :3], lps[:3, 3] = direction * spacing, origin
     data = _volume_array(folder, np.transpose(array, (2, 1, 0)), "DICOM series")
-    return RawVolume(data, np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps)
+    return RawVolume(data, np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps, notes=notes)
+
+
+def read_dicom_file(path: Path) -> RawVolume:
+    """One DICOM file as a volume (:func:`datasets.dicom.dicom_volume`: a single frame is a volume of one slice, a
+    multi-frame file the volume of its frames; the affine from its geometry attributes, assumptions noted)."""
+    volume = dicom_volume(path)
+    return RawVolume(_volume_array(path, volume.data, "DICOM image"), volume.affine, notes=volume.notes)
+
+
+def read_raw_volume(item: InputItem) -> RawVolume:
+    """The raw volume of a NIfTI file, a DICOM series folder or a DICOM file; the reader's notes printed."""
+    readers = {"nifti": read_nifti, "dicom": read_dicom_series, "dicom_file": read_dicom_file}
+    raw = readers[item.format](item.path)
+    print_notes(item, raw.notes)
+    return raw
 
 
 def read_prepared(path: Path, spec: DatasetSpec) -> np.ndarray:
@@ -310,16 +377,46 @@ def _check_rgb(path: Path, image: np.ndarray, channels: int) -> np.ndarray:
 
 
 def read_image_file(path: Path, channels: int) -> np.ndarray:
-    """A PNG / JPEG / BMP as uint8 [H, W, 3] (colour modes converted as the preparation does); DataError for an
-    unreadable file or a grey image (wrong channel count)."""
+    """A PNG / JPEG / BMP as uint8 [H, W, 3], colour modes converted as the preparations convert them (8-bit grey
+    repeated in R, G and B, with a note, as grey DICOM is and as BUSI's grey ultrasound is prepared); DataError for
+    an unreadable file or a 16-bit / float grey image, whose 8-bit window is unknown."""
     image = read_rgb_image(path)  # decodes the whole file: corrupt or truncated files fail here
     with Image.open(path) as opened:
         mode = opened.mode
-    if mode in RGB_MODES_REFUSED:
-        raise DataError(path, f"wrong channel count: grey image (mode {mode}, {RGB_MODES_REFUSED[mode]} channel"
-                              f"{'s' if RGB_MODES_REFUSED[mode] > 1 else ''}); the model takes {channels}-channel "
-                              f"colour images")
+    if mode in DEEP_GREY_MODES:
+        raise DataError(path, f"16-bit or float grey image (mode {mode}): the model takes 8-bit {channels}-channel "
+                              f"colour images; convert it to 8 bits with the window you want")
+    if mode in GREY_MODES:
+        tqdm.write(f"note: {path}: grey image (mode {mode}) repeated in R, G and B")
     return _check_rgb(path, image, channels)
+
+
+def read_dicom_picture(item: InputItem, channels: int) -> np.ndarray:
+    """A DICOM file, or one frame of a multi-frame file, as uint8 [H, W, channels] (:func:`datasets.dicom.
+    dicom_picture`: colour as RGB, grey through its window, repeated in R, G and B for a colour model, noted)."""
+    picture, notes = dicom_picture(item.path, channels, item.frame)
+    print_notes(item, notes)
+    return _check_rgb(item.path, picture, channels)
+
+
+def read_picture(item: InputItem, spec: DatasetSpec, channels: int) -> np.ndarray:
+    """The picture of an image input (prepared file, PNG / JPEG / BMP, DICOM file or frame) as uint8
+    [H, W, channels]."""
+    if item.format == "prepared":
+        return _check_rgb(item.path, read_prepared(item.path, spec), channels)
+    if item.format == "dicom_file":
+        return read_dicom_picture(item, channels)
+    return read_image_file(item.path, channels)
+
+
+def print_notes(item: InputItem, notes: Sequence[str]) -> None:
+    """``note: <path>: ...`` lines of what a reader assumed or converted; the frames of a multi-frame file share
+    them, so they are printed with its first frame only."""
+    if item.frame:
+        return
+    where = f"{item.path} (all {item.frames} frames)" if item.frames > 1 else str(item.path)
+    for note in notes:
+        tqdm.write(f"note: {where}: {note}")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -470,6 +567,10 @@ class Predictor:
     device: torch.device
     orientation: str | None
     output: Path
+    conversion: InputConversion | None = None  # the data set's images -> the model's input (utils.model_input)
+    queries: Any = None  # a support-set model's context of single images (ContextProvider.for_queries), or None
+    context_keys: tuple[str, ...] = ("image",)  # entries the conversion applies to
+    context_rows: dict[str, list[str]] = field(default_factory=dict)  # input -> its context's pool images
 
     @property
     def kind(self) -> str:
@@ -485,10 +586,14 @@ class Predictor:
         paths["labels"] = self.output / f"{item.name}{LABEL_SUFFIX[self.kind]}"
         return paths
 
-    def infer(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """(labels, probabilities or None) of a network-ready volume [D, H, W] or image [C, H, W]."""
+    def infer(self, image: np.ndarray, context: dict | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """(labels, probabilities or None) of a volume [D, H, W] or image [C, H, W] in the data set's normalisation
+        (converted to the model's input here) with its context entries (e.g. supports; None: none)."""
+        entries = convert_entries({"image": image, **(context or {})}, self.conversion, self.context_keys)
+        image = entries.pop("image")
         result = predict_case(self.model, image, kind=self.kind, img_size=self.model.img_size,
                               batch_size=self.config.batch_size, device=self.device, amp=amp_dtype(self.config.amp),
+                              context=item_context(entries, self.model, self.kind) if entries else None,
                               tta=self.config.tta, return_probabilities=self.config.save_probabilities)
         return result if self.config.save_probabilities else (result, None)
 
@@ -497,9 +602,9 @@ class Predictor:
         if item.format in allowed:
             return
         what = {"nifti": "a NIfTI volume", "dicom": "a DICOM series folder", "image": "a 2-D image file",
-                "prepared": "a prepared file"}[item.format]
-        expected = ("volumes (NIfTI, DICOM series, prepared .npy.h5 / .npz)" if self.kind == "volume"
-                    else "2-D colour images (PNG / JPEG / BMP, prepared .npz)")
+                "prepared": "a prepared file", "dicom_file": "a DICOM file"}[item.format]
+        expected = ("volumes (NIfTI, DICOM series or file, prepared .npy.h5 / .npz)" if self.kind == "volume"
+                    else "2-D colour images (PNG / JPEG / BMP, DICOM files, prepared .npz)")
         raise DataError(item.path, f"{what}, but the {self.spec.name} model segments {expected}")
 
     def raw_input(self, item: InputItem) -> RawInput:
@@ -522,7 +627,7 @@ class Predictor:
             layout, affine, header, voxel_mm3 = None, None, None, None
         else:
             raw_input = self.raw_input(item)
-            raw = read_nifti(item.path) if item.format == "nifti" else read_dicom_series(item.path)
+            raw = read_raw_volume(item)
             layout = SliceLayout.of(raw.affine, self.orientation, raw_input.slice_axes, item.path)
             volume = layout.forward(np.asarray(raw_input.normalize(raw.data), dtype=np.float32))
             affine, header, voxel_mm3 = raw.affine, raw.header, voxel_volume_mm3(raw.affine, raw.mm_per_unit)
@@ -553,18 +658,17 @@ class Predictor:
     # -- images
     def image(self, item: InputItem, created: CreatedPaths) -> tuple[list[list[str]], str]:
         raw_input = self.raw_input(item)
-        channels = self.model.in_chans
-        if item.format == "prepared":
-            picture = _check_rgb(item.path, read_prepared(item.path, self.spec), channels)
-        else:
-            picture = read_image_file(item.path, channels)
+        channels = self.spec.in_chans  # read as the data set holds images; the model's input is converted from it
+        picture = read_picture(item, self.spec, channels)
         height, width = picture.shape[:2]
         size = self.model.img_size
         resized = item.format != "prepared" and raw_input.resize is not None and (height, width) != (size, size)
         network_image = raw_input.resize(picture, (size, size)) if resized else picture
+        context, context_names = self.query_context(item, picture)
         start = time.perf_counter()
         # (a writable copy: PIL's arrays are read-only, which torch.as_tensor warns about)
-        labels, probabilities = self.infer(np.asarray(raw_input.normalize(np.array(network_image)), dtype=np.float32))
+        labels, probabilities = self.infer(np.asarray(raw_input.normalize(np.array(network_image)), dtype=np.float32),
+                                           context)
         seconds = time.perf_counter() - start
         if resized:
             labels = np.asarray(raw_input.resize_label(labels.astype(np.uint8), (height, width)))
@@ -577,12 +681,25 @@ class Predictor:
                                probabilities_bytes(probabilities, self.class_names))
         if "overlay" in paths:
             created.mkdir(paths["overlay"].parent)
-            panel = side_by_side(display_rgb(picture), overlay(picture, labels, self.model.num_classes))
+            num_classes = self.model.num_classes
+            panel = side_by_side(display_rgb(picture), overlay(picture, labels, num_classes))
+            if context_names:  # the supports (network size, with their masks) in a second row
+                pairs = self.queries.context_pairs(context)
+                panel = image_grid([[panel], [side_by_side(*(overlay(image, label, num_classes)
+                                                             for image, label in pairs))]])
             save_png(created.track(paths["overlay"]), panel)
         atomic_write_bytes(created.track(paths["labels"]),
                            png_bytes(labels.astype(label_dtype(self.model.num_classes))))
         report = f"{item.name}: {height}x{width} -> {paths['labels'].name} (network {seconds:.2f} s)"
+        if context_names:
+            self.context_rows[item.name] = context_names
         return volume_rows(item.name, labels, self.class_names, None, "image"), report
+
+    def query_context(self, item: InputItem, picture: np.ndarray) -> tuple[dict, list[str]]:
+        """(context entries, names of the pool images in it) of one input image; none without a context."""
+        if self.queries is None:
+            return {}, []
+        return self.queries.context(picture, str(item.path))
 
     def skipped_rows(self, item: InputItem) -> list[list[str]]:
         """volumes.csv rows of an input whose outputs exist, from its label map."""
@@ -590,6 +707,45 @@ class Predictor:
         if item.format == "prepared":
             voxel_mm3 = None
         return volume_rows(item.name, labels, self.class_names, voxel_mm3, self.kind)
+
+
+def query_context(config: PredictConfig, provider: ContextProvider, ckpt: dict, spec: DatasetSpec,
+                  model: torch.nn.Module, device: torch.device):
+    """The model's context of single input images (a support-set model: k supports per image from a pool): the
+    pool is ``--support`` (a folder of labelled pairs) or else the checkpoint's training split; the options are the
+    checkpoint's, overridden by those given. One error line for a bad pool, before anything is written."""
+    if provider.for_queries is None:
+        raise CheckpointError(config.checkpoint, f"{model.arch} needs a {provider.name} context, which cannot be "
+                                                 f"built for single images")
+    trained_with = ckpt.get("args") or {}
+    options = context_options(provider, trained_with, config.context_options)
+    hint = f"give --support DIR ({IMAGES_DIR}/<stem>.png|jpg|bmp + {MASKS_DIR}/<stem>.png)"
+    if config.support:
+        pool = ContextSource(spec, PairFolder(config.support, model.num_classes), None)
+    else:
+        try:
+            pool = training_pool(provider, options, trained_with, config.checkpoint, model.num_classes, config.seed,
+                                 hint=hint)
+        except DataError as exc:
+            raise DataError(exc.path, f"{exc.problem} (the checkpoint's training pool is not here; {hint})") from exc
+    return provider.for_queries(pool, options, img_size=model.img_size,
+                                seed=int(trained_with.get("seed", config.seed)), device=str(device))
+
+
+def context_csv_text(path: Path, rows: dict[str, list[str]]) -> str:
+    """supports.csv: ``input, rank, pool image`` per input, rows of earlier runs (skipped inputs) kept."""
+    kept: dict[str, list[str]] = {}
+    if path.exists():
+        with open(path, newline="", encoding="utf-8") as handle:
+            for record in csv.DictReader(handle):
+                kept.setdefault(record["input"], []).append(record["pool_image"])
+    kept.update(rows)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["input", "rank", "pool_image"])
+    for name, names in kept.items():
+        writer.writerows([name, rank, pool_image] for rank, pool_image in enumerate(names, start=1))
+    return buffer.getvalue()
 
 
 def checkpoint_dataset(config: PredictConfig, ckpt: dict, notes: list[str]) -> DatasetSpec:
@@ -623,20 +779,27 @@ def predict(config: PredictConfig) -> PredictSummary:
     if not Path(config.input).exists():  # before the (slow) checkpoint load
         raise DataError(config.input, "input does not exist")
     model, ckpt = build_model_from_checkpoint(config.checkpoint, map_location="cpu")
-    if model_context(model.arch) is not None:
-        raise CheckpointError(config.checkpoint, f"{model.arch} segments a query against a support set of labelled "
-                                                 "training images, which predict.py does not build yet; evaluate "
-                                                 "listed images with test.py (README: known issues)")
     spec = checkpoint_dataset(config, ckpt, summary.notes)
     check_input_channels(config.checkpoint, model, spec.name)
-    items, notes = find_inputs(config.input, spec.kind, exclude=[output])
+    items, notes = find_inputs(config.input, spec.kind, exclude=[output] + ([config.support] if config.support
+                                                                           else []))
     summary.notes += notes
+    conversion = model_input_conversion(spec, model)
+    if conversion is not None:
+        summary.notes.append(f"{model.arch} input: {conversion.describe()}")
+    provider = model_context(model.arch)
+    queries = None
+    if provider is not None:  # before the output folder exists: a bad pool writes nothing
+        queries = query_context(config, provider, ckpt, spec, model, device)
+        summary.notes.append(f"{provider.name}: {queries.info}")
+    elif config.support:
+        raise ValueError(f"--support {config.support}: {model.arch} takes no support set")
     model.to(device)
     orientation = spec.raw.orientation if spec.raw is not None else None
     if config.orientation is not None:
         orientation = None if config.orientation == STORED_ORIENTATION else config.orientation
     predictor = Predictor(config, model, spec, class_labels(spec.class_names, model.num_classes), device,
-                          orientation, output)
+                          orientation, output, conversion, queries, image_keys(provider))
     output.mkdir(parents=True, exist_ok=True)
     for note in summary.notes:
         print(f"note: {note}")
@@ -666,6 +829,8 @@ def predict(config: PredictConfig) -> PredictSummary:
             tqdm.write(f"error: {err.path}: {' '.join(err.problem.split())}", file=sys.stderr)
     if rows or not (output / VOLUMES_CSV).exists():
         atomic_write_text(output / VOLUMES_CSV, volumes_csv_text(rows, spec.kind))
+    if predictor.context_rows:
+        atomic_write_text(output / CONTEXT_CSV, context_csv_text(output / CONTEXT_CSV, predictor.context_rows))
     print(f"{len(summary.written)} written, {len(summary.skipped)} skipped (outputs exist; --overwrite redoes them), "
           f"{len(summary.failed)} failed -> {output}")
     if summary.failed:
@@ -682,17 +847,23 @@ def predict(config: PredictConfig) -> PredictSummary:
 class PredictParser(argparse.ArgumentParser):
     """``predict.py``'s parser; :meth:`parse_config` returns a :class:`PredictConfig`."""
 
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.context_option_names: list[str] = []  # the batch contexts' options, added by build_predict_parser
+
     def parse_config(self, args: Sequence[str] | None = None) -> PredictConfig:
         parsed = self.parse_args(args)
         names = {item.name for item in dataclasses.fields(PredictConfig)}
-        return PredictConfig(**{key: value for key, value in vars(parsed).items() if key in names})
+        options = {name: getattr(parsed, name) for name in self.context_option_names}
+        return PredictConfig(**{key: value for key, value in vars(parsed).items() if key in names},
+                             context_options=options)
 
 
 def build_predict_parser() -> PredictParser:
     """The options of ``predict.py``."""
     parser = PredictParser(description="Segment NIfTI volumes, DICOM series or images with a trained checkpoint of "
                                        "any registered model and data set.",
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                           formatter_class=HelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="checkpoint written by train.py / train_<set>.py")
     parser.add_argument("--input", "-i", required=True,
                         help="a file (.nii/.nii.gz, .npz/.npy.h5, .png/.jpg/.bmp), a DICOM series folder, or a folder "
@@ -718,14 +889,22 @@ def build_predict_parser() -> PredictParser:
     parser.add_argument("--orientation", default=None,
                         help="volumes: the voxel orientation the model was trained in, as axis codes (e.g. LPS), or "
                              f"'{STORED_ORIENTATION}' to keep each input's voxel order (default: the data set's)")
+    parser.add_argument("--support", default=None, metavar="DIR",
+                        help=f"support-set models (MatchSeg, UniverSeg): a folder of labelled examples, "
+                             f"{IMAGES_DIR}/<stem>.png|jpg|bmp with {MASKS_DIR}/<stem>.png (binary 0/255 or class "
+                             f"indices), from which each input's supports are chosen (default: the checkpoint's "
+                             f"training split, when its files are here)")
+    for name in list_contexts():
+        provider = get_context(name)
+        group = parser.add_argument_group(f"batch context: {name} ({provider.description})")
+        parser.context_option_names += add_dataclass_options(
+            group, dataclasses.fields(provider.options), None, " (default: the checkpoint's)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None, entry: Callable[[PredictConfig], PredictSummary] = predict) -> int:
     """``predict.py``: exit 0 when every input was segmented (or skipped), 1 when some failed, 2 for a bad
     checkpoint / option / input path (one ``error:`` line)."""
-    from utils.cli import run_cli  # the scripts' error handler
-
     config = build_predict_parser().parse_config(argv)
     result: list[PredictSummary] = []
     status = run_cli(lambda c: result.append(entry(c)), config)

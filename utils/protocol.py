@@ -10,8 +10,10 @@ checkpoint, as train.py stores it): none or several -> an error naming the colum
 -> an error naming it. Every column is evaluated with the test entry (:func:`utils.evaluator.evaluate`, its config
 built by the test parser as ``test.py`` does) into ``<output_dir>/<column>/`` (summary.json, metrics.csv, log.txt);
 then ``<output_dir>/results.json`` (per column: data set, list, number of images, DSC, IoU, HD95 as fractions /
-pixels; the average; checkpoints; arch) and ``<output_dir>/results.md`` (the table, DSC/IoU in %, 2 decimals) are
-written and the table printed. Options after ``--`` go to every column's test parser (e.g. ``--tta flip``).
+pixels; the average; checkpoints; arch), ``<output_dir>/results.md`` (the table, DSC/IoU in %, 2 decimals) and
+``<output_dir>/results.html`` (a page: ours per column, linking each column's test page, and the paper's table with
+our row above it and the gap to each published cell coloured) are written and the table printed. Options after
+``--`` go to every column's test parser (e.g. ``--tta flip``).
 ``--data_root DIR``: the data sets lie as the phantom writer lays them out, ``DIR/<BUSI|BUS|GlaS|HAM10000>`` and
 lists ``DIR/lists/lists_<name>``; default: each data set's own paths (``./data/<name>``, ``./lists/lists_<name>``).
 
@@ -24,7 +26,9 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
+from datetime import datetime
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,9 +40,13 @@ from datasets.protocols import (
 )
 from utils.checkpoint import CheckpointError, atomic_write_json, atomic_write_text, load_checkpoint
 from utils.config import EvalConfig
+from utils.report import Column as PageColumn
+from utils.report import REPORT_HTML, esc, facts_list, html_page, html_table, number_td, relative_href, td
 
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
+RESULTS_HTML = "results.html"
+GAP_FULL = 10.0  # percentage points at which a gap's colour is at its darkest
 RESULTS_FORMAT = "protocol-results/1"
 # results.json metric keys -> the evaluator's summary keys
 RESULT_METRICS = {"dice": "mean_dice", "iou": "mean_jaccard", "hd95": "mean_hd95"}
@@ -221,8 +229,10 @@ def run_protocol(options: argparse.Namespace) -> dict:
         table = results_markdown(protocol, [results], published=options.published)
         atomic_write_json(created.track(os.path.join(output_dir, RESULTS_JSON)), results)
         atomic_write_text(created.track(os.path.join(output_dir, RESULTS_MD)), table)
+        atomic_write_text(created.track(os.path.join(output_dir, RESULTS_HTML)),
+                          results_html(protocol, results, output_dir))
     print(table, end="")
-    print(f"wrote {os.path.join(output_dir, RESULTS_JSON)} and {RESULTS_MD}")
+    print(f"wrote {os.path.join(output_dir, RESULTS_JSON)}, {RESULTS_MD} and {RESULTS_HTML}")
     return results
 
 
@@ -290,6 +300,86 @@ def results_markdown(protocol: Protocol, runs: Sequence[Mapping[str, Any]], publ
     if published:
         lines.append(f"- rows marked{PUBLISHED_SUFFIX}: {PUBLISHED_SOURCE}")
     return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The results page
+# ----------------------------------------------------------------------------------------------------------------
+def _model_key(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def gap_style(gap: float) -> str:
+    """Background of a gap (ours - paper, points): green where ours is higher, red where lower, darker with size."""
+    alpha = 0.12 + 0.6 * min(abs(gap) / GAP_FULL, 1.0)
+    return f"background: rgba({'26, 127, 55' if gap >= 0 else '207, 34, 46'}, {alpha:.2f})"
+
+
+def _gap_badge(ours: float | None, paper: float | None) -> str:
+    if ours is None or paper is None or math.isnan(ours) or math.isnan(paper):
+        return ""
+    gap = ours - paper
+    return (f'<span class="gap" data-gap="{gap!r}" style="{gap_style(gap)}" '
+            f'title="ours - paper = {gap:+.2f} points">{gap:+.2f}</span>')
+
+
+def _cell_names(protocol: Protocol) -> list[str]:
+    return [column.name for column in protocol.columns] + ([AVERAGE_COLUMN] if protocol.average != "none" else [])
+
+
+def results_html(protocol: Protocol, results: Mapping[str, Any], page_dir: str | os.PathLike) -> str:
+    """The protocol's page (in ``page_dir``): what each column tested with our numbers and a link to its test page,
+    then the paper's table with our row above the published ones and, in each published cell, the gap ours - paper
+    coloured (the row of the same model as ours in bold)."""
+    ours = result_cells(results)
+    metrics = "/".join(METRIC_TITLES[metric] for metric in protocol.metrics)
+    column_rows = []
+    for entry in results["columns"].values():
+        page = os.path.join(entry["output_dir"], REPORT_HTML)
+        link = (f'<a href="{esc(relative_href(page, page_dir))}">test page</a>' if os.path.isfile(page)
+                else '<span class="na">none</span>')
+        column_rows.append([td(entry["title"], cls="text"),
+                            td(f"{entry['dataset']} / {entry['test_list']}", cls="text"),
+                            td(entry["train_dataset"], cls="text"),
+                            td(str(entry["num_cases"]), value=str(entry["num_cases"])),
+                            *(number_td(None if entry.get(key) is None else 100.0 * entry[key], 2)
+                              for key in ("dice", "iou")),
+                            number_td(entry.get("hd95"), 2), td(link, cls="text", raw=True)])
+    columns_table = html_table(
+        [PageColumn("column", "column", numeric=False), PageColumn(None, "tested on", numeric=False),
+         PageColumn(None, "trained on", numeric=False), PageColumn("images", "images"),
+         PageColumn("dsc", "DSC %"), PageColumn("iou", "IoU %"), PageColumn("hd95", "HD95"),
+         PageColumn(None, "details", numeric=False)],
+        column_rows, table_id="columns")
+
+    names = _cell_names(protocol)
+    header = table_header(protocol)
+    paper_columns = [PageColumn("model", header[0], numeric=False),
+                     *(PageColumn(f"{name}.{metric}", title)
+                       for (name, metric), title in zip(((n, m) for n in names for m in protocol.metrics), header[1:]))]
+    own = str(results["label"])
+    rows = [[td(own, cls="text"), *(number_td(ours.get(name, {}).get(metric), 2) for name in names
+                                      for metric in protocol.metrics)]]
+    classes = ["ours"]
+    same = {_model_key(str(results.get("arch", ""))), _model_key(own)}
+    for model, cells in published_rows(protocol).items():
+        rows.append([td(model + PUBLISHED_SUFFIX, cls="text"),
+                     *(number_td(cells.get(name, {}).get(metric), 2,
+                                 extra=_gap_badge(ours.get(name, {}).get(metric), cells.get(name, {}).get(metric)))
+                       for name in names for metric in protocol.metrics)])
+        classes.append("same" if _model_key(model) in same else None)
+    paper_table = html_table(paper_columns, rows, table_id="paper", row_classes=classes)
+    facts = {"run": own, "model": results.get("arch"), "checkpoints": ", ".join(results["checkpoints"]),
+             "metrics protocol": results.get("metric_protocol"),
+             "date": datetime.now().astimezone().isoformat(timespec="seconds")}
+    notes = (f"{metrics} in % (per image, averaged over the images of each column)."
+             + (f" {protocol.note}." if protocol.note else ""))
+    sections = [facts_list(facts), "<h2>Ours, per column</h2>", columns_table,
+                "<h2>The paper's table beside ours</h2>",
+                f'<p class="note">{esc(notes)} Our row first, then the published ones ({esc(PUBLISHED_SOURCE)}); '
+                f"beside each published number the gap ours - paper in points: green where ours is higher, red "
+                f"where lower, darker up to {GAP_FULL:g} points. Click a header to sort.</p>", paper_table]
+    return html_page(protocol.title, sections)
 
 
 def read_results(path: str) -> dict:

@@ -1,6 +1,11 @@
-"""Training loop of every registered model on every registered data set, with the authors' release recipe.
+"""Training loop of every registered model on every registered data set, with the model family's training recipe.
 
-Release recipe: AdamW (lr 1e-4, weight decay 1e-4) at a constant learning rate, batch 20, 300 epochs. What a model
+The recipe (``networks.recipe.TrainingRecipe``, declared at registration, every field a command-line option) sets the
+optimiser, the learning-rate schedule, batch, epochs and early stopping; Sim-MPNet and the smp baselines keep the
+authors' release (AdamW lr 1e-4, weight decay 1e-4, constant lr, batch 20, 300 epochs, no early stop), MatchSeg its
+specification's (Adam lr 1e-4, cosine decay, batch 8, 200 epochs, early stop with patience 30). The learning rate is
+a function of the epoch (set at the start of each), and the early-stop counter is loop state saved in every
+checkpoint, so a resumed run follows the same schedule and stops at the same epoch. What a model
 does differently goes through its hooks (``networks.base.SegmentationModel``): its loss (``default_loss``), the
 update after every optimizer step (Sim-MPNet: W-LD's memory K), the scalars logged per step, its extra checkpoint
 state. A batch is a dict; the model reads it through ``forward_batch`` (a support-set model finds its context there).
@@ -18,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,24 +35,27 @@ from tqdm import tqdm
 from datasets import DatasetSpec, get_dataset
 from datasets.common import DataError
 from networks import create_model, model_entry, model_summary
+from networks.recipe import LEGACY_RECIPE, RELEASE_RECIPE, TrainingRecipe
 from utils.checkpoint import (
     CheckpointError, atomic_write_json, capture_rng_state, check_model_config, json_safe, load_checkpoint,
     load_model_state, model_checkpoint, restore_rng_state, save_checkpoint, saved_model_config,
 )
 from utils.config import TrainConfig
-from utils.context import with_training_context, with_validation_context
+from utils.context import model_context, with_training_context, with_validation_context
 from utils.distributed import (
     GlobalBatchSampler, average_batchnorm_statistics, check_replicas_identical, convert_to_global_batchnorm,
     gather_objects, mean_over_ranks, setup_distributed, teardown_distributed, wrap_data_parallel,
 )
 from utils.evaluator import build_eval_dataset, evaluate_model, gt_pred_panel
 from utils.inference import sum_of_heads
+from utils.model_input import with_model_input
 from utils.metrics import summarize
 from utils.runlog import (
     CreatedPaths, CsvLog, TensorBoard, amp_dtype, logger, removed_on_failure, run_logging, seed_everything,
 )
 
-WEIGHT_DECAY = 1e-4  # release: AdamW(weight_decay=0.0001)
+WEIGHT_DECAY = RELEASE_RECIPE.weight_decay  # release: AdamW(weight_decay=0.0001)
+OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}  # TrainingRecipe.optimizer -> class
 LOG_EVERY_STEPS = 50  # release logs the loss every 50 iterations
 LAST_CHECKPOINT = "last.pth"
 BEST_VAL_CHECKPOINT = "best_val.pth"
@@ -55,8 +63,8 @@ BEST_TEST_CHECKPOINT = "best.pth"  # --select_best_on_test (release behaviour)
 STEP_LOG_COLUMNS = ("step", "epoch", "loss", "lr")  # train_steps.csv, then one column per model scalar
 EPOCH_LOG_COLUMNS = ("epoch", "mean_loss", "val_dice", "val_hd95", "seconds")  # epochs.csv
 # Arguments whose change between the original and a resumed run breaks exact continuation (logged as a warning).
-# (The model family's training options are compared too.)
-RESUME_SENSITIVE_ARGS = ("seed", "batch_size", "base_lr", "root_path", "list_dir", "amp")
+# (The model family's training options are compared too, and the recipe: see check_resumed_recipe.)
+RESUME_SENSITIVE_ARGS = ("seed", "root_path", "list_dir", "amp")
 
 
 @dataclass
@@ -67,6 +75,11 @@ class TrainState:
     global_step: int = 0
     best_val_dice: float = -math.inf
     best_test_dice: float = -math.inf
+    validations_since_best: int = 0  # the early-stop counter: validations since best_val_dice last rose
+
+
+# TrainState fields that checkpoints written before them lack, with the value such a run had.
+STATE_ADDED_LATER = {"validations_since_best": 0}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -160,36 +173,89 @@ def make_batch_sampler(spec: DatasetSpec, num_items: int, config: TrainConfig, c
     return factory(num_items, config.batch_size, context, config.seed, drop_singleton=drop_singleton)
 
 
-def make_optimizer(parameters, lr: float) -> torch.optim.Optimizer:
-    """AdamW at a constant learning rate, as released, with PyTorch's fused kernel where the device has one: the same
-    update in one pass over all parameters (on 2 CPU cores 0.06 s instead of 0.31 s per step for the small model)."""
-    parameters = list(parameters)
+def make_optimizer(parameters, lr: float, weight_decay: float = WEIGHT_DECAY, kind: str = "adamw"
+                   ) -> torch.optim.Optimizer:
+    """The recipe's optimiser (default: AdamW as released) with PyTorch's fused kernel where the device has one: the
+    same update in one pass over all parameters (on 2 CPU cores 0.06 s instead of 0.31 s per step for the small
+    model)."""
+    parameters, optimizer_class = list(parameters), OPTIMIZERS[kind]
     try:
-        return torch.optim.AdamW(parameters, lr=lr, weight_decay=WEIGHT_DECAY, fused=True)
+        return optimizer_class(parameters, lr=lr, weight_decay=weight_decay, fused=True)
     except RuntimeError:  # a device without the fused kernel
-        return torch.optim.AdamW(parameters, lr=lr, weight_decay=WEIGHT_DECAY)
+        return optimizer_class(parameters, lr=lr, weight_decay=weight_decay)
+
+
+def effective_recipe(config: TrainConfig) -> tuple[TrainingRecipe, str | None]:
+    """The run's recipe and a note: early stopping is measured on the validation list, so without one
+    (``--val_list none``) it is off (patience 0), said once in the log rather than refused, because a family's
+    default patience (MatchSeg's 30) should not make ``--val_list none`` an error."""
+    recipe = config.recipe()
+    if recipe.early_stop_patience and not config.val_list:
+        note = (f"early stopping off: --early_stop_patience {recipe.early_stop_patience} is measured on validation "
+                "mean DSC and this run has no validation list (--val_list none)")
+        return replace(recipe, early_stop_patience=0), note
+    return recipe, None
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 def make_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                    state: TrainState, config: TrainConfig) -> dict:
-    """Everything needed to continue exactly (see utils.checkpoint)."""
+                    state: TrainState, config: TrainConfig, recipe: TrainingRecipe = RELEASE_RECIPE) -> dict:
+    """Everything needed to continue exactly (see utils.checkpoint), and ``recipe``: the run's (effective)
+    training recipe, which a resumed run is checked against."""
     return {**model_checkpoint(model), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-            **asdict(state), "rng": capture_rng_state(), "args": json_safe(config.flat())}
+            **asdict(state), "rng": capture_rng_state(), "args": json_safe(config.flat()), "recipe": asdict(recipe)}
+
+
+def saved_recipe(ckpt: dict) -> dict:
+    """The recipe a checkpoint was trained with; files from before recipes: the only optimiser, schedule and
+    stopping rule the engine had then (AdamW, constant, none), with the batch, lr and length of their ``args``."""
+    if "recipe" in ckpt:
+        return dict(ckpt["recipe"])
+    args = ckpt.get("args", {})
+    return {**asdict(LEGACY_RECIPE), **{name: args[name] for name in ("base_lr", "batch_size", "max_epochs")
+                                        if name in args}}
+
+
+def check_resumed_recipe(path: str, saved: dict, recipe: TrainingRecipe) -> None:
+    """Another optimiser is an error (its state would load, and silently keep the other's update rule: Adam takes
+    AdamW's decoupled_weight_decay flag); any other difference is a warning, as for RESUME_SENSITIVE_ARGS
+    (max_epochs only where the schedule depends on it)."""
+    if saved.get("optimizer") != recipe.optimizer:
+        raise CheckpointError(path, f"it was trained with --optimizer {saved.get('optimizer')}, this run builds "
+                                    f"{recipe.optimizer}: resume with --optimizer {saved.get('optimizer')}")
+    length_dependent = recipe.length_dependent or saved.get("lr_schedule", "constant") != "constant"
+    for name, value in asdict(recipe).items():
+        if name == "max_epochs" and not length_dependent:
+            continue
+        if name in saved and saved[name] != value:
+            logger.warning("resuming with --%s %s (checkpoint was trained with %s): the run will not match an "
+                           "uninterrupted one", name, value, saved[name])
 
 
 def restore_training(path: str, model: nn.Module, optimizer: torch.optim.Optimizer,
-                     scaler: torch.amp.GradScaler, config: TrainConfig) -> TrainState:
-    """Load ``path`` into model/optimizer/scaler, restore the RNGs and return the loop state."""
+                     scaler: torch.amp.GradScaler, config: TrainConfig,
+                     recipe: TrainingRecipe = RELEASE_RECIPE) -> TrainState:
+    """Load ``path`` into model/optimizer/scaler, restore the RNGs and return the loop state. The optimizer keeps the
+    learning rate and weight decay this run built it with (``load_state_dict`` would bring back the checkpoint's)."""
     ckpt = load_checkpoint(path, map_location="cpu")
     if ckpt["arch"] != model.arch:
         raise CheckpointError(path, f"checkpoint holds a {ckpt['arch']!r} model, this run trains {model.arch!r}")
     check_model_config(path, saved_model_config(ckpt, path), asdict(model.config))
+    check_resumed_recipe(path, saved_recipe(ckpt), recipe)
     load_model_state(model, ckpt, path)
+    built = [{key: group[key] for key in ("lr", "weight_decay") if key in group} for group in optimizer.param_groups]
     try:
         optimizer.load_state_dict(ckpt["optimizer"])
+        for group, values in zip(optimizer.param_groups, built):
+            group.update(values)
         if ckpt["scaler"] and scaler.is_enabled():
             scaler.load_state_dict(ckpt["scaler"])
-        state = TrainState(**{key: ckpt[key] for key in TrainState.__dataclass_fields__})
+        state = TrainState(**{key: ckpt.get(key, STATE_ADDED_LATER[key]) if key in STATE_ADDED_LATER else ckpt[key]
+                              for key in TrainState.__dataclass_fields__})
     except (KeyError, ValueError, RuntimeError, TypeError) as exc:
         raise CheckpointError(path, f"not a training checkpoint that can be resumed: {type(exc).__name__}: "
                                     f"{exc}") from exc
@@ -242,21 +308,28 @@ class Trainer:
         self.context, self.device = setup_distributed(config.device)
         seed_everything(config.seed, bool(config.deterministic))  # the same on every rank: identical initial weights
         self.amp = amp_dtype(config.amp)
+        self.recipe, self.recipe_note = effective_recipe(config)
         self.spec = get_dataset(config.dataset)
         # Build/validate every input before anything is written.
         self.model = self.create_model()
         self.model.set_grad_checkpointing(config.grad_checkpointing)
         self.model.start_training(train_options(config))
         img_size, device = self.model.img_size, str(self.device)
-        self.train_set = with_training_context(build_train_dataset(config, img_size), config, img_size, device)
+        provider = model_context(config.model)
+
+        def model_input(dataset):
+            return with_model_input(dataset, self.spec, self.model, provider)
+
+        self.train_set = model_input(with_training_context(build_train_dataset(config, img_size), config, img_size,
+                                                           device))
         self.val_set = None
         if config.val_list:
-            self.val_set = with_validation_context(build_eval_dataset(config, config.val_list), config, img_size,
-                                                   device)
+            self.val_set = model_input(with_validation_context(build_eval_dataset(config, config.val_list), config,
+                                                               img_size, device))
         self.test_set = None
         if config.select_best_on_test:
-            self.test_set = with_validation_context(build_eval_dataset(config, self.spec.test_split), config,
-                                                    img_size, device)
+            self.test_set = model_input(with_validation_context(build_eval_dataset(config, self.spec.test_split),
+                                                                config, img_size, device))
         self.global_batchnorm = self.context.enabled and bool(config.sync_bn)
         if self.global_batchnorm:
             convert_to_global_batchnorm(self.model)
@@ -265,7 +338,8 @@ class Trainer:
         self.criterion = self.model.default_loss(global_batch=self.context.enabled)
         self.state = TrainState()
         if config.resume:
-            self.state = restore_training(config.resume, self.model, self.optimizer, self.scaler, config)
+            self.state = restore_training(config.resume, self.model, self.optimizer, self.scaler, config,
+                                          self.recipe)
         # the release keeps the last partial batch; a lone slice is dropped only because BatchNorm cannot train on it
         self.sampler = make_batch_sampler(self.spec, len(self.train_set), config, self.context,
                                           drop_singleton=has_batchnorm(self.model))
@@ -285,7 +359,15 @@ class Trainer:
         return build_model(self.config).to(self.device)
 
     def create_optimizer(self) -> torch.optim.Optimizer:
-        return make_optimizer(self.model.parameters(), self.config.base_lr)
+        """The recipe's optimiser (a seam for tests); its learning rate is set per epoch by the schedule."""
+        recipe = self.recipe
+        return make_optimizer(self.model.parameters(), recipe.base_lr, recipe.weight_decay, recipe.optimizer)
+
+    @property
+    def stopped_early(self) -> bool:
+        """Whether the early-stop rule has ended the run (also true of a checkpoint of such a run)."""
+        patience = self.recipe.early_stop_patience
+        return bool(patience) and self.state.validations_since_best >= patience
 
     # -- bookkeeping -------------------------------------------------------------------------------------------
     def log_start(self) -> None:
@@ -293,6 +375,10 @@ class Trainer:
         for note in config.notes:
             logger.info(note)
         logger.info("args: %s", json_safe(config.flat()))
+        logger.info("training recipe (%s's defaults, command-line options win): %s", self.model.arch,
+                    self.recipe.describe())
+        if self.recipe_note:
+            logger.info(self.recipe_note)
         img_size = self.model.img_size
         summary = model_summary(self.model, img_size)
         self.model.train()
@@ -316,14 +402,14 @@ class Trainer:
     def write_config(self) -> None:
         atomic_write_json(self.output_dir / "config.json",
                           {"args": self.config.flat(), "arch": self.model.arch,
-                           "model_config": asdict(self.model.config),
+                           "model_config": asdict(self.model.config), "recipe": asdict(self.recipe),
                            "train_slices": len(self.train_set), "world_size": self.context.world_size,
                            "context": getattr(self.train_set, "context_info", None)})
 
     def save(self, names: tuple[str, ...]) -> None:
         if not self.context.is_main:
             return
-        checkpoint = make_checkpoint(self.model, self.optimizer, self.scaler, self.state, self.config)
+        checkpoint = make_checkpoint(self.model, self.optimizer, self.scaler, self.state, self.config, self.recipe)
         for name in names:
             save_checkpoint(self.output_dir / name, checkpoint)
 
@@ -355,6 +441,7 @@ class Trainer:
         if len(loader) == 0:
             raise ValueError(f"{config.list_dir}: the training list gives no batch of {config.batch_size} slices "
                              f"({len(self.train_set)} listed)")
+        set_learning_rate(self.optimizer, self.recipe.learning_rate(epoch))
         self.model.before_epoch(epoch)
         self.model.train()
         losses: list[float] = []
@@ -418,7 +505,10 @@ class Trainer:
             validation = self.evaluate_on(self.val_set, "val", epoch)
             if validation["mean_dice"] > state.best_val_dice:
                 state.best_val_dice = float(validation["mean_dice"])
+                state.validations_since_best = 0
                 names.append(BEST_VAL_CHECKPOINT)
+            else:
+                state.validations_since_best += 1
         if self.test_set is not None and epoch >= self.model.first_selection_epoch:
             dice = float(self.evaluate_on(self.test_set, "test", epoch)["mean_dice"])
             if dice >= state.best_test_dice:  # release: `best <= performance`
@@ -445,6 +535,7 @@ class Trainer:
                     finally:
                         self.tb.close()
         return {"output_dir": str(self.output_dir), "epochs": state.next_epoch, "global_step": state.global_step,
+                "stopped_early": self.stopped_early,
                 **scalar_columns(self.model.log_scalars()), "checkpoint": str(self.output_dir / LAST_CHECKPOINT)}
 
     def loop(self, created: CreatedPaths) -> None:
@@ -452,6 +543,10 @@ class Trainer:
         config, state = self.config, self.state
         if state.next_epoch >= config.max_epochs:
             logger.info("nothing to do: checkpoint is at epoch %d of %d", state.next_epoch, config.max_epochs)
+            return
+        if self.stopped_early:
+            logger.info("nothing to do: the run stopped early after epoch %d (%s)", state.next_epoch - 1,
+                        self.early_stop_reason())
             return
         for epoch in range(state.next_epoch, config.max_epochs):
             started = time.perf_counter()
@@ -470,6 +565,15 @@ class Trainer:
             if reached:
                 logger.info("stopping: --max_steps %d reached", config.max_steps)
                 break
+            if self.stopped_early:
+                logger.info("stopping early after epoch %d of %d: %s", epoch, config.max_epochs,
+                            self.early_stop_reason())
+                break
+
+    def early_stop_reason(self) -> str:
+        return (f"validation mean DSC has not risen above its best, {self.state.best_val_dice:.4f} "
+                f"({BEST_VAL_CHECKPOINT}), for {self.state.validations_since_best} validations "
+                f"(--early_stop_patience {self.recipe.early_stop_patience})")
 
 
 def train(config: TrainConfig) -> dict:

@@ -68,6 +68,8 @@ def display_rgb(image: np.ndarray, spatial_shape: tuple[int, int] | None = None)
     image ([3, H, W] or [H, W, 3], e.g. ImageNet-normalised floats) min-max scaled per channel, which undoes any
     per-channel normalisation up to each channel's range. ``spatial_shape`` resolves [3, H, 3]-like layouts."""
     image = np.asarray(image)
+    if image.ndim == 3 and image.shape[0] == 1 and spatial_shape in (None, image.shape[1:]):
+        image = image[0]  # a grey model's [1, H, W] input
     if image.ndim == 2 and spatial_shape in (None, image.shape):
         return np.repeat(_grey_uint8(image)[..., None], RGB_CHANNELS, axis=-1)
     rgb = _channels_last(image, None if spatial_shape is None else tuple(spatial_shape))
@@ -84,6 +86,8 @@ def overlay(image: np.ndarray, label2d: np.ndarray, num_classes: int, alpha: flo
     keep the image's display value; a class pixel is ``(1 - alpha) * image + alpha * colour``.
     """
     image, label2d = np.asarray(image), np.asarray(label2d)
+    if image.ndim == 3 and image.shape[0] == 1 and image.shape[1:] == label2d.shape:
+        image = image[0]  # a grey model's [1, H, W] input
     if label2d.ndim != 2 or not (image.shape == label2d.shape or _channels_last(image, label2d.shape) is not None):
         raise ValueError(f"overlay: expected a 2-D label and a grey image of the same shape (or RGB [3, H, W] / "
                          f"[H, W, 3]), got {image.shape} and {label2d.shape}")

@@ -19,6 +19,7 @@ from .blocks import CrossBlock, init_conv, per_support
 from .config import MatchSegConfig
 from .joint_attention import JointAttention
 from .loss import DiceBCEFocalLoss
+from .universeg_weights import load_universeg_weights
 
 SUPPORT_IMAGES = "support_images"
 SUPPORT_LABELS = "support_labels"
@@ -35,11 +36,14 @@ class MatchSeg(SegmentationModel):
     Joint Attention (when on) follows the blocks that ``config.ja_encoder_levels`` / ``ja_decoder_levels`` name.
     """
 
-    def __init__(self, config: MatchSegConfig, *, pretrained=None):
+    def __init__(self, config: MatchSegConfig, *, pretrained=None, strict_pretrained: bool = False):
+        """``pretrained``: None / False = random initialisation (there is no default file); a path = a local
+        UniverSeg weights file (:mod:`.universeg_weights`), loaded whole when ``strict_pretrained`` (UniverSeg's
+        own architecture) and otherwise where the shapes agree, with a warning naming what was not loaded."""
         super().__init__()
-        if pretrained not in (None, False):
-            raise ValueError(f"{type(self).__name__} has no pretrained part: UniverSeg's released weights are not "
-                             f"available offline; train from scratch (--pretrained none), got {pretrained!r}")
+        if pretrained is True:
+            raise ValueError(f"{type(self).__name__}: pretrained=True would download UniverSeg's weights; give the "
+                             f"path of a local file (e.g. universeg_v1_nf64_ss64_STA.pt)")
         self.config = config
         widths, decoder_widths = config.widths, config.decoder_widths
         ja_encoder, ja_decoder = config.ja_encoder_levels(), config.ja_decoder_levels()
@@ -73,6 +77,8 @@ class MatchSeg(SegmentationModel):
         self.head = nn.Conv2d(query_in, config.num_classes - 1, 1)
         init_conv(self.head, "linear")
         self.grad_checkpointing = False
+        if pretrained not in (None, False):
+            load_universeg_weights(self, pretrained, strict=strict_pretrained)
 
     # ----- engine contract ---------------------------------------------------------------------------------------
     @property

@@ -6,6 +6,7 @@ data set name for the paper's per-data-set memory settings (``DATASET_SETTINGS``
 """
 from __future__ import annotations
 
+from ..recipe import RELEASE_RECIPE
 from ..registry import register_checkpoint_upgrade, register_model
 from .config import DATASET_SETTINGS, PRESETS, SimMPNetConfig, dataset_settings, dsgim_decay
 from .dmwla import DMWLA
@@ -16,14 +17,14 @@ from .wld import next_memory_k
 
 
 @register_model(config=SimMPNetConfig, preset=PRESETS["small"], dataset_settings=dataset_settings,
-                train_options=SimMPNetTrainOptions)
+                train_options=SimMPNetTrainOptions, recipe=RELEASE_RECIPE)
 def sim_mpnet(config: SimMPNetConfig, pretrained=None) -> SimMPNet:
     """Sim-MPNet, the paper's configuration: MaxViT-small at 256 px, encoder 2 at 224 px."""
     return SimMPNet(config, pretrained=pretrained)
 
 
 @register_model(config=SimMPNetConfig, preset=PRESETS["pico"], dataset_settings=dataset_settings,
-                train_options=SimMPNetTrainOptions)
+                train_options=SimMPNetTrainOptions, recipe=RELEASE_RECIPE)
 def sim_mpnet_pico(config: SimMPNetConfig, pretrained=None) -> SimMPNet:
     """Sim-MPNet, the CPU demo's configuration: MaxViT-pico at 64 px, 16 memory columns, 20 warm-up forwards."""
     return SimMPNet(config, pretrained=pretrained)

@@ -8,24 +8,25 @@ encoder weights file can be given as ``pretrained``. Any field of the name's con
 """
 from __future__ import annotations
 
+from ..recipe import RELEASE_RECIPE
 from ..registry import register_model
 from .config import SMPEncoderConfig, SMPFPNConfig, SMPUnetConfig
 from .model import SMPModel, load_encoder_weights
 
 
-@register_model(config=SMPUnetConfig)
+@register_model(config=SMPUnetConfig, recipe=RELEASE_RECIPE)  # Sim-MPNet's: a fair comparison
 def unet(config: SMPUnetConfig, pretrained=None) -> SMPModel:
     """U-Net (segmentation_models_pytorch), ResNet-34 encoder by default, random initialisation."""
     return SMPModel(config, "Unet", pretrained=pretrained)
 
 
-@register_model(config=SMPUnetConfig)
+@register_model(config=SMPUnetConfig, recipe=RELEASE_RECIPE)  # Sim-MPNet's: a fair comparison
 def unetplusplus(config: SMPUnetConfig, pretrained=None) -> SMPModel:
     """U-Net++ (segmentation_models_pytorch), ResNet-34 encoder by default, random initialisation."""
     return SMPModel(config, "UnetPlusPlus", pretrained=pretrained)
 
 
-@register_model(config=SMPFPNConfig)
+@register_model(config=SMPFPNConfig, recipe=RELEASE_RECIPE)
 def fpn(config: SMPFPNConfig, pretrained=None) -> SMPModel:
     """FPN (segmentation_models_pytorch), ResNet-34 encoder by default, random initialisation."""
     return SMPModel(config, "FPN", pretrained=pretrained)
