@@ -5,7 +5,7 @@
 #   make demo   phantom data -> short CPU training (runs/demo) -> test (runs/demo/test) -> DSC/HD95 table
 #   make demo-unet   the same data, recipe and epochs with the smp U-Net baseline (runs/demo_unet)
 #   make demo-matchseg   phantom BUSI set -> short CPU training of MatchSeg with HOG-selected supports -> test
-#   make bench-cpu / bench-gpu   the rows of README's performance tables -> benchmarks/results/<tag>_*.json
+#   make bench-cpu / bench-gpu   the rows of docs/performance.md's tables -> benchmarks/results/<tag>_*.json
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -41,7 +41,7 @@ DEMO_MATCHSEG_MODEL := --model matchseg --img_size 64 --widths 32 32 32 32 --pre
 	--support_size 4 --support_selection hog --support_cache $(DEMO_MATCHSEG_DIR)/support_cache
 DEMO_MATCHSEG_TRAIN := --max_epochs 20 --batch_size 8 --base_lr 1e-3 --num_workers 1
 
-# Performance tables (README -> Performance): fast vs reference, one JSON report per row. An otherwise idle machine;
+# Performance tables (docs/performance.md): fast vs reference, one JSON report per row. An otherwise idle machine;
 # the tag names the machine in the file names (cpu2: this project's 2-core machine; h100: the lent GPU).
 BENCH := $(PY) benchmarks/bench_model.py
 BENCH_MATCHSEG := $(PY) benchmarks/bench_matchseg.py
@@ -63,11 +63,15 @@ venv: $(VENV_STAMP)
 lint: $(VENV_STAMP)
 	$(PY) -m ruff check .
 
+# One pytest worker per core, each taking whole test modules (--dist loadscope), so a module's expensive fixtures
+# (trained phantom runs, extracted old commits) are built once.
+TEST_WORKERS ?= 2
+
 test: lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope --durations=20
 
 $(PHANTOM_STAMP): | $(VENV_STAMP)
-	$(PY) -m datasets.phantom --dataset synapse --out $(PHANTOM) --num_train $(PHANTOM_TRAIN_CASES)
+	$(PY) -m datasets.phantoms --dataset synapse --out $(PHANTOM) --num_train $(PHANTOM_TRAIN_CASES)
 	touch $@
 
 demo: $(VENV_STAMP) $(PHANTOM_STAMP)
@@ -83,7 +87,7 @@ demo-unet: $(VENV_STAMP) $(PHANTOM_STAMP)
 		--output_dir $(DEMO_UNET_DIR)/test --device cpu
 
 $(PHANTOM_BUSI_STAMP): | $(VENV_STAMP)
-	$(PY) -m datasets.phantom --dataset busi --out $(PHANTOM) $(PHANTOM_BUSI_COUNTS)
+	$(PY) -m datasets.phantoms --dataset busi --out $(PHANTOM) $(PHANTOM_BUSI_COUNTS)
 	touch $@
 
 demo-matchseg: $(VENV_STAMP) $(PHANTOM_BUSI_STAMP)

@@ -3,7 +3,7 @@
     python protocol.py --protocol busi_to_bus --checkpoint runs/busi_unet_128/last.pth --published
     python protocol.py --table runA/protocol_busi_to_bus/results.json runB/protocol_busi_to_bus/results.json
 
-Protocols are declared in datasets/protocols.py; see utils/protocol.py.
+Protocols are declared in datasets/protocols.py; see the package utils/protocol/.
 """
 import sys
 

@@ -9,7 +9,7 @@ train.py's and test.py's own parsers, so a run is exactly the command line it re
 (the seed of initialisation, augmentation and the random backend; 2222 is the demo's). Variants:
 
 - ``matchseg_hog`` / ``matchseg_lbp`` / ``matchseg_random``: the support-selection backends of
-  datasets/support_selection.py;
+  datasets/episodes/backends.py;
 - ``matchseg_clip_random_init``: the ``clip`` path with an open_clip ViT-B-32 whose weights are *randomly
   initialised* (written to ``<out>/random_init_ViT-B-32.pt`` unless ``--clip_checkpoint`` is given). It shows
   that the CLIP path runs end to end; it is **not** CLIP, and its figures say nothing about CLIP's retrieval;

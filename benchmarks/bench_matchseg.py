@@ -41,7 +41,9 @@ from bench_model import (  # noqa: E402
     AMP_DTYPES, RssPeak, run_config, run_timings, start_run, steps_for, synchronize, write_report,
 )
 
-from datasets.support_selection import EmbeddingBackend, cached_embeddings, topk_supports  # noqa: E402
+from datasets.episodes.backends import EmbeddingBackend  # noqa: E402
+from datasets.episodes.cache import cached_embeddings  # noqa: E402
+from datasets.episodes.retrieval import topk_supports  # noqa: E402
 from networks import create_model  # noqa: E402
 from utils.checkpoint import json_safe  # noqa: E402
 

@@ -39,7 +39,7 @@ from networks.sim_mpnet import DMWLA, SimMPNet, dataset_settings  # noqa: E402
 from tests.reference import use_reference_impl  # noqa: E402
 from utils.checkpoint import atomic_write_json  # noqa: E402
 from utils.inference import resolve_device  # noqa: E402
-from utils.trainer import make_optimizer  # noqa: E402
+from utils.optimisation import make_optimizer  # noqa: E402
 
 IMPLS = ("fast", "reference")
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}

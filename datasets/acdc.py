@@ -24,17 +24,28 @@ import os
 import numpy as np
 
 from .augment import RandomGenerator
-from .common import ListedSegmentationDataset, minmax_normalize, save_npz
+from .base import ListedSegmentationDataset
+from .io.arrays import save_npz
 from .registry import DatasetSpec, PhantomSpec, RawInput, register_dataset
 
 ACDC_CLASS_NAMES = ("RV", "Myo", "LV")
 ACDC_NUM_CLASSES = len(ACDC_CLASS_NAMES) + 1
 ACDC_SPLITS = ("train", "valid", "test")
 ACDC_PHASES = ("ED", "ES")
-# The axes of the prepared [D, H, W], used by the preparation (prepare_acdc) and by prediction on raw scans (the
-# spec's RawInput below): nibabel's (x, y, z) -> [z, x, y], the short-axis slices of the stored stack.
+# The axes of the prepared [D, H, W], used by the preparation (datasets.prepare.acdc) and by prediction on raw scans
+# (the spec's RawInput below): nibabel's (x, y, z) -> [z, x, y], the short-axis slices of the stored stack.
 SLICE_AXES = (2, 0, 1)
 FILE_SUFFIX = ".npz"
+
+
+def minmax_normalize(volume: np.ndarray) -> np.ndarray:
+    """Scale a volume to [0, 1] by its own min and max (constant volumes become 0): the preparation's intensity
+    normalisation of the raw MRI, shared with prediction on raw scans (the spec's RawInput below) and the phantom."""
+    volume = np.asarray(volume, dtype=np.float64)
+    low, high = float(volume.min()), float(volume.max())
+    if high <= low:
+        return np.zeros(volume.shape, dtype=np.float32)
+    return ((volume - low) / (high - low)).astype(np.float32)
 
 
 def acdc_case_name(patient_number: int) -> str:
@@ -107,16 +118,13 @@ def write_acdc_case(
 
 
 # ----------------------------------------------------------------------------- registry entry
-# Imported last: the phantom writer imports the format above.
-from .acdc_phantom import write_acdc_phantom  # noqa: E402
-
 ACDC = register_dataset(DatasetSpec(
     name="acdc", title="ACDC cardiac MRI", class_names=ACDC_CLASS_NAMES, in_chans=1, kind="volume", reader=ACDCDataset,
     root_path="./data/ACDC", volume_path="./data/ACDC", list_dir="./lists/lists_ACDC",
     train_split="train", val_split="valid", test_split="test", train_transform=RandomGenerator,
-    phantom=PhantomSpec(dir_name="ACDC", list_dir_name="lists_ACDC", write=write_acdc_phantom,
+    phantom=PhantomSpec(dir_name="ACDC", list_dir_name="lists_ACDC", write="datasets.phantoms.acdc:write_acdc_phantom",
                         options=("num_train", "num_valid", "num_test", "size", "depth")),
-    prepare_module="datasets.prepare_acdc",
+    prepare_module="datasets.prepare.acdc",
     # Raw MRI as the preparation reads it: min-max normalised per volume, slices along the stored third axis (short-
     # axis stacks are oblique: no anatomical reorientation, the voxel order is kept as stored).
     raw=RawInput(normalize=minmax_normalize, orientation=None, slice_axes=SLICE_AXES),

@@ -2,7 +2,7 @@
 
 Official layout ``BUS/original/<name>.png`` with ``BUS/GT/<name>.png`` (same names, 0/255 masks). Grey ultrasound,
 stored as 3 equal RGB channels (one 3-channel model fits all MatchSeg sets). Prepared by
-``python -m datasets.prepare_bus`` (see :mod:`datasets.binary_sets`):
+``python -m datasets.prepare.bus`` (see :mod:`datasets.prepare.binary_sets`):
 
     data/BUS/000001.npz                      image uint8 [S,S,3], label uint8 [S,S] (0 background, 1 lesion)
     lists/lists_BUS/{train,val,test}.txt     70/10/20, deterministic
@@ -30,15 +30,15 @@ class BUSDataset(RGBSegmentationDataset):
 
 
 # ----------------------------------------------------------------------------- registry entry
-from .bus_phantom import write_bus_download, write_bus_phantom  # noqa: E402
-
 BUS = register_dataset(DatasetSpec(
     name="bus", title="BUS breast ultrasound (Yap et al. Dataset B)", class_names=BUS_CLASS_NAMES, in_chans=3,
     kind="image", reader=BUSDataset, root_path=f"./data/{BUS_DIR_NAME}", volume_path=f"./data/{BUS_DIR_NAME}",
     list_dir=f"./lists/{BUS_LIST_DIR_NAME}", train_split=RGB_SPLITS[0], val_split=RGB_SPLITS[1],
     test_split=RGB_SPLITS[2], train_transform=RGBAugment,
-    phantom=PhantomSpec(dir_name=BUS_DIR_NAME, list_dir_name=BUS_LIST_DIR_NAME, write=write_bus_phantom,
-                        options=("num_train", "num_val", "num_test", "size"), write_download=write_bus_download),
-    prepare_module="datasets.prepare_bus",
+    phantom=PhantomSpec(dir_name=BUS_DIR_NAME, list_dir_name=BUS_LIST_DIR_NAME,
+                        write="datasets.phantoms.bus:write_bus_phantom",
+                        write_download="datasets.phantoms.bus:write_bus_download",
+                        options=("num_train", "num_val", "num_test", "size")),
+    prepare_module="datasets.prepare.bus",
     raw=RawInput(normalize=normalize_image, resize=resize_image, resize_label=resize_label),
 ))

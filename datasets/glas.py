@@ -2,8 +2,8 @@
 
 Official layout (one folder, e.g. ``Warwick QU Dataset (Released 2016_07_08)/``): ``train_<n>.bmp`` (85),
 ``testA_<n>.bmp`` (60), ``testB_<n>.bmp`` (20), each with ``<name>_anno.bmp`` (gland instance map: 0 background,
-1..k glands; binarised > 0), and ``Grade.csv``. Prepared by ``python -m datasets.prepare_glas``
-(see :mod:`datasets.binary_sets`):
+1..k glands; binarised > 0), and ``Grade.csv``. Prepared by ``python -m datasets.prepare.glas``
+(see :mod:`datasets.prepare.binary_sets`):
 
     data/GlaS/train_1.npz                    image uint8 [S,S,3], label uint8 [S,S] (0 background, 1 gland)
     lists/lists_GlaS/train.txt, val.txt      the official training images, 10% -> val (deterministic)
@@ -33,15 +33,15 @@ class GlaSDataset(RGBSegmentationDataset):
 
 
 # ----------------------------------------------------------------------------- registry entry
-from .glas_phantom import write_glas_download, write_glas_phantom  # noqa: E402
-
 GLAS = register_dataset(DatasetSpec(
     name="glas", title="GlaS colon glands (H&E histology)", class_names=GLAS_CLASS_NAMES, in_chans=3,
     kind="image", reader=GlaSDataset, root_path=f"./data/{GLAS_DIR_NAME}", volume_path=f"./data/{GLAS_DIR_NAME}",
     list_dir=f"./lists/{GLAS_LIST_DIR_NAME}", train_split=RGB_SPLITS[0], val_split=RGB_SPLITS[1],
     test_split=RGB_SPLITS[2], train_transform=RGBAugment,
-    phantom=PhantomSpec(dir_name=GLAS_DIR_NAME, list_dir_name=GLAS_LIST_DIR_NAME, write=write_glas_phantom,
-                        options=("num_train", "num_val", "num_test", "size"), write_download=write_glas_download),
-    prepare_module="datasets.prepare_glas",
+    phantom=PhantomSpec(dir_name=GLAS_DIR_NAME, list_dir_name=GLAS_LIST_DIR_NAME,
+                        write="datasets.phantoms.glas:write_glas_phantom",
+                        write_download="datasets.phantoms.glas:write_glas_download",
+                        options=("num_train", "num_val", "num_test", "size")),
+    prepare_module="datasets.prepare.glas",
     raw=RawInput(normalize=normalize_image, resize=resize_image, resize_label=resize_label),
 ))

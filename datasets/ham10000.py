@@ -4,7 +4,7 @@ for MatchSeg's protocol: train on the NV type (melanocytic nevi), test on each o
 Official download: images ``<image_id>.jpg`` (``HAM10000_images_part_1/``, ``HAM10000_images_part_2/``), lesion
 masks ``<image_id>_segmentation.png`` (0/255; ISIC 2018 Task 1/3 style, e.g. ``HAM10000_segmentations_lesion_
 tschandl/``) and ``HAM10000_metadata.csv`` (columns lesion_id, image_id, dx, ...), anywhere below one folder.
-Prepared by ``python -m datasets.prepare_ham10000`` (see :mod:`datasets.binary_sets`):
+Prepared by ``python -m datasets.prepare.ham10000`` (see :mod:`datasets.prepare.binary_sets`):
 
     data/HAM10000/ISIC_0027419.npz           image uint8 [S,S,3], label uint8 [S,S] (0 background, 1 lesion)
     lists/lists_HAM10000/{train,val,test}.txt       NV images, 80/10/10 by lesion_id (no lesion in two splits)
@@ -20,7 +20,7 @@ import csv
 import os
 
 from .augment_rgb import RGBAugment, normalize_image
-from .common import DataError
+from .errors import DataError
 from .registry import DatasetSpec, PhantomSpec, RawInput, register_dataset
 from .rgb import RGB_SPLITS, RGBSegmentationDataset, resize_image, resize_label
 
@@ -76,16 +76,16 @@ class HAM10000Dataset(RGBSegmentationDataset):
 
 
 # ----------------------------------------------------------------------------- registry entry
-from .ham10000_phantom import write_ham10000_download, write_ham10000_phantom  # noqa: E402
-
 HAM10000 = register_dataset(DatasetSpec(
     name="ham10000", title="HAM10000 skin lesions (dermoscopy; train NV, test other types)",
     class_names=HAM_CLASS_NAMES, in_chans=3, kind="image", reader=HAM10000Dataset,
     root_path=f"./data/{HAM_DIR_NAME}", volume_path=f"./data/{HAM_DIR_NAME}", list_dir=f"./lists/{HAM_LIST_DIR_NAME}",
     train_split=RGB_SPLITS[0], val_split=RGB_SPLITS[1], test_split=RGB_SPLITS[2], train_transform=RGBAugment,
-    phantom=PhantomSpec(dir_name=HAM_DIR_NAME, list_dir_name=HAM_LIST_DIR_NAME, write=write_ham10000_phantom,
-                        options=("num_train", "num_val", "num_test", "size"), write_download=write_ham10000_download),
-    prepare_module="datasets.prepare_ham10000",
+    phantom=PhantomSpec(dir_name=HAM_DIR_NAME, list_dir_name=HAM_LIST_DIR_NAME,
+                        write="datasets.phantoms.ham10000:write_ham10000_phantom",
+                        write_download="datasets.phantoms.ham10000:write_ham10000_download",
+                        options=("num_train", "num_val", "num_test", "size")),
+    prepare_module="datasets.prepare.ham10000",
     raw=RawInput(normalize=normalize_image, resize=resize_image, resize_label=resize_label),
     groups=lesion_groups,
 ))

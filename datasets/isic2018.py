@@ -1,13 +1,13 @@
 """ISIC-2018 Task 1 (skin lesion boundary segmentation), dermoscopy RGB, in the prepared format.
 
-Layout (written by ``python -m datasets.prepare_isic2018``; see :mod:`datasets.rgb`):
+Layout (written by ``python -m datasets.prepare.isic2018``; see :mod:`datasets.rgb`):
 
     data/ISIC2018/ISIC_0000000.npz          image uint8 [S,S,3], label uint8 [S,S] (0 background, 1 lesion)
     lists/lists_ISIC2018/{train,val,test}.txt   lines like ``ISIC_0000000``
 
 Split: the 2594 official training images, 1815 / 259 / 520 (train / val / test) as in
 BCDU-Net / MCGU-Net and the methods that reuse their script (TransDeepLab, DAE-Former,
-D-LKA Net); see ``prepare_isic2018`` for the order.
+D-LKA Net); see ``datasets.prepare.isic2018`` for the order.
 The registry entry (``get_dataset("isic2018")``) is declared at the end of this file.
 """
 from __future__ import annotations
@@ -36,17 +36,16 @@ class ISIC2018Dataset(RGBSegmentationDataset):
 
 
 # ----------------------------------------------------------------------------- registry entry
-# Imported last: the phantom writers import the format above.
-from .isic2018_phantom import write_isic2018_download, write_isic2018_phantom  # noqa: E402
-
 ISIC2018 = register_dataset(DatasetSpec(
     name="isic2018", title="ISIC-2018 skin lesions (dermoscopy)", class_names=ISIC2018_CLASS_NAMES, in_chans=3,
     kind="image", reader=ISIC2018Dataset, root_path=f"./data/{ISIC2018_DIR_NAME}",
     volume_path=f"./data/{ISIC2018_DIR_NAME}", list_dir=f"./lists/{ISIC2018_LIST_DIR_NAME}",
     train_split=RGB_SPLITS[0], val_split=RGB_SPLITS[1], test_split=RGB_SPLITS[2], train_transform=RGBAugment,
-    phantom=PhantomSpec(dir_name=ISIC2018_DIR_NAME, list_dir_name=ISIC2018_LIST_DIR_NAME, write=write_isic2018_phantom,
-                        options=("num_train", "num_val", "num_test", "size"), write_download=write_isic2018_download),
-    prepare_module="datasets.prepare_isic2018",
+    phantom=PhantomSpec(dir_name=ISIC2018_DIR_NAME, list_dir_name=ISIC2018_LIST_DIR_NAME,
+                        write="datasets.phantoms.isic2018:write_isic2018_phantom",
+                        write_download="datasets.phantoms.isic2018:write_isic2018_download",
+                        options=("num_train", "num_val", "num_test", "size")),
+    prepare_module="datasets.prepare.isic2018",
     # Raw RGB images as the preparation and the evaluation items treat them: resized (bilinear, antialiased) to the
     # network's size, the preparation's default, ImageNet-normalised; the label map goes back (nearest).
     raw=RawInput(normalize=normalize_image, resize=resize_image, resize_label=resize_label),

@@ -19,8 +19,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 
-from .binary_sets import ALL_LIST
 from .ham10000 import ham_test_split
+from .prepare.binary_sets import ALL_LIST
 from .rgb import RGB_SPLITS
 
 AVERAGES = ("none", "image_weighted")  # image_weighted: sum(n_i * m_i) / sum(n_i), n_i = images of column i

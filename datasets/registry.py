@@ -12,33 +12,61 @@ a data set is one new file plus its import in ``datasets/__init__.py``; no engin
 """
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .common import ListedSegmentationDataset, Transform
+from .base import ListedSegmentationDataset, Transform
 
 DATA_KINDS = ("volume", "image")  # evaluation items: [D, H, W] grey volumes, or single [C, H, W] images
 
 
 @dataclass(frozen=True)
+class LazyFunction:
+    """A function named by ``"package.module:function"``, imported when first called. A spec names its phantom
+    writers this way (as it names its preparation by ``prepare_module``): the writers import the spec's module for
+    its format, so the spec importing them would make the two modules import each other."""
+
+    target: str
+
+    def __post_init__(self) -> None:
+        module, _, name = self.target.partition(":")
+        if not module or not name.isidentifier():
+            raise ValueError(f"expected 'package.module:function', got {self.target!r}")
+
+    def resolve(self) -> Callable[..., Any]:
+        module, _, name = self.target.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.resolve()(*args, **kwargs)
+
+
+@dataclass(frozen=True)
 class PhantomSpec:
-    """How ``python -m datasets.phantom --dataset NAME --out OUT`` writes a synthetic copy of a data set.
+    """How ``python -m datasets.phantoms --dataset NAME --out OUT`` writes a synthetic copy of a data set.
 
     ``write(data_root, list_dir, seed=..., **options)`` writes the prepared layout under ``OUT/<dir_name>`` and the
     lists under ``OUT/lists/<list_dir_name>`` and returns a dict with at least ``root_path``, ``volume_path`` and
     ``list_dir`` (the values to train and test on), and optionally ``entries`` ({split: list entries}, counted in the
     CLI's report). ``options`` names the keyword counts/sizes it accepts (a subset
     of num_train, num_val, num_valid, num_test, size, depth). ``write_download(src, seed=...)``, when given, writes a
-    fake *official download* instead (``--official``), the input of the set's preparation script.
+    fake *official download* instead (``--official``), the input of the set's preparation script. Either is a
+    function or its name, ``"package.module:function"`` (imported when called: :class:`LazyFunction`).
     """
 
     dir_name: str
     list_dir_name: str
-    write: Callable[..., dict]
+    write: Callable[..., dict] | str
     options: tuple[str, ...]
-    write_download: Callable[..., Any] | None = None
+    write_download: Callable[..., Any] | str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("write", "write_download"):
+            if isinstance(getattr(self, name), str):
+                object.__setattr__(self, name, LazyFunction(getattr(self, name)))
 
 
 AXIS_CODE_PAIRS = ("LR", "AP", "SI")  # nibabel's axis codes: each voxel axis points towards one letter of a pair

@@ -1,6 +1,6 @@
-"""Shared machinery of the 2-D colour data sets (ISIC-2018, SegPC-2021).
+"""Shared machinery of the 2-D colour data sets (ISIC-2018, SegPC-2021, BUSI, BUS, GlaS, HAM10000).
 
-Prepared format (written by ``prepare_isic2018`` / ``prepare_segpc2021`` and the phantoms):
+Prepared format (written by ``datasets.prepare.<set>`` and the phantoms):
 one uncompressed ``<root>/<entry>.npz`` per image with ``image`` uint8 [H,W,3] (RGB) and
 ``label`` uint8 [H,W] (class indices), plus ``<list_dir>/{train,val,test}.txt`` naming the
 entries. One file per image, like the grey sets: the list files alone define the split, any
@@ -8,32 +8,30 @@ item loads without reading the rest (cheap random access for the DataLoader work
 file is reported by name, and uint8 keeps the cache 4x smaller than float32.
 
 Also here: the validated reader (every bad-input case -> :class:`DataError` naming the file),
-the data-set base class, and the helpers the preparation scripts share (image/mask reading
-with PIL, resizing, the split of a name list, writing items and lists).
+the data-set base class, the writers of the format (items and lists: the preparations' and the
+phantoms') and the resizing that preparations, prediction and support sets share. Image files
+are read with :mod:`datasets.io.images`; the preparations' own helpers are in :mod:`datasets.prepare`.
 """
 from __future__ import annotations
 
-import argparse
 import os
-import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from .augment_rgb import IMAGENET_MEAN, IMAGENET_STD, normalize_image
-from .common import (
-    NPZ_SUFFIX, DataError, ListedSegmentationDataset, check_labels, positive_int, read_npz, save_npz, split_in_blocks,
-    write_list,
-)
+from .base import ListedSegmentationDataset
+from .checks import check_labels
+from .errors import DataError
+from .io.arrays import NPZ_SUFFIX, read_npz, save_npz
+from .io.lists import write_list
 
 __all__ = [
-    "RGB_SPLITS", "RGB_CHANNELS", "validate_rgb_pair", "load_rgb_pair", "RGBSegmentationDataset",
-    "read_rgb_image", "read_mask_image", "resize_image", "resize_label", "split_names",
-    "write_rgb_item", "write_split_lists", "entry_name", "add_preparation_arguments",
-    "run_preparation",
+    "RGB_SPLITS", "RGB_CHANNELS", "validate_rgb_pair", "load_rgb_pair", "RGBSegmentationDataset", "resize_image",
+    "resize_label", "write_rgb_item", "write_split_lists", "entry_name",
 ]
 
 RGB_SPLITS = ("train", "val", "test")
@@ -116,36 +114,7 @@ class RGBSegmentationDataset(ListedSegmentationDataset):
         return {"image": image_t, "label": label_t, "case_name": name}
 
 
-# ----------------------------------------------------------------------------- preparation helpers
-def _open_image(path: str) -> Image.Image:
-    if not os.path.isfile(path):
-        raise DataError(path, "file does not exist")
-    try:
-        image = Image.open(path)
-        image.load()  # decode now: truncated files fail here, not later
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise DataError(path, f"cannot read image (corrupt, truncated or not an image): {exc}") from exc
-    return image
-
-
-def read_rgb_image(path: str | os.PathLike) -> np.ndarray:
-    """An image file as uint8 [H,W,3] RGB (grey/palette/CMYK converted); DataError if unreadable."""
-    path = os.fspath(path)
-    return np.asarray(_open_image(path).convert("RGB"), dtype=np.uint8)
-
-
-def read_mask_image(path: str | os.PathLike) -> np.ndarray:
-    """A mask image as uint8 [H,W]; of a 3-channel mask (all channels equal) the first channel."""
-    path = os.fspath(path)
-    image = _open_image(path)
-    if image.mode in ("P", "1"):  # palette / bilevel: the grey value each pixel shows
-        image = image.convert("L")
-    if image.mode not in ("L", "RGB", "RGBA"):
-        raise DataError(path, f"unsupported mask mode {image.mode!r} (expected 8-bit grey or RGB)")
-    array = np.asarray(image, dtype=np.uint8)
-    return array[..., 0] if array.ndim == 3 else array
-
-
+# ----------------------------------------------------------------------------- the format's writers and resizing
 def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bilinear (antialiased when shrinking) resize of uint8 [H,W,3] to ``size`` = (height, width)."""
     if image.shape[:2] == tuple(size):
@@ -158,15 +127,6 @@ def resize_label(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if label.shape == tuple(size):
         return label
     return np.asarray(Image.fromarray(label).resize((size[1], size[0]), Image.Resampling.NEAREST))
-
-
-def split_names(
-    names: Sequence[str], fractions: Sequence[float], seed: int | None = None
-) -> dict[str, list[str]]:
-    """Train/val/test blocks of ``names`` (:func:`datasets.common.split_in_blocks`): val = round(f_val * N),
-    test = round(f_test * N) (at least 1 each), train = the rest. ``seed=None`` keeps the sorted order (the
-    reference scripts slice their file listing); ``seed=N`` permutes the sorted names first."""
-    return split_in_blocks(names, fractions, RGB_SPLITS, seed, what="names")
 
 
 def write_rgb_item(root: str | os.PathLike, name: str, image: np.ndarray, label: np.ndarray) -> str:
@@ -184,25 +144,3 @@ def write_split_lists(list_dir: str | os.PathLike, entries: Mapping[str, Sequenc
         write_list(os.path.join(os.fspath(list_dir), f"{split}.txt"), names)
 
 
-# ----------------------------------------------------------------------------- preparation CLIs
-def add_preparation_arguments(
-    parser: argparse.ArgumentParser, src_help: str, out: str, out_help: str, list_dir: str, size: int
-) -> None:
-    """The options both preparation scripts share: --src, --out, --list_dir, --size, --seed."""
-    parser.add_argument("--src", required=True, help=src_help)
-    parser.add_argument("--out", default=out, help=out_help)
-    parser.add_argument("--list_dir", default=list_dir, help="writes LIST_DIR/{train,val,test}.txt")
-    parser.add_argument("--size", type=positive_int, default=size, help="output height and width")
-    parser.add_argument("--seed", type=int, default=None,
-                        help="permute the images with this seed before splitting (default: sorted names)")
-
-
-def run_preparation(prepare: Callable[[], Mapping[str, Sequence[str]]], out: str, list_dir: str) -> int:
-    """Run ``prepare()``; print its DataError (exit status 1) or a summary of the entries (0)."""
-    try:
-        entries = prepare()
-    except DataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print("wrote " + ", ".join(f"{len(v)} {k}" for k, v in entries.items()) + f" items to {out}, lists in {list_dir}")
-    return 0

@@ -1,6 +1,6 @@
 """SegPC-2021 (multiple-myeloma plasma cells), microscopy RGB, in the prepared format.
 
-Layout (written by ``python -m datasets.prepare_segpc2021``; see :mod:`datasets.rgb`):
+Layout (written by ``python -m datasets.prepare.segpc2021``; see :mod:`datasets.rgb`):
 
     data/SegPC2021/<image>_<n>.npz      one crop centred on cell n of official image <image>
                                         (``--mode image``: ``<image>.npz``, the whole field)
@@ -47,18 +47,16 @@ class SegPC2021Dataset(RGBSegmentationDataset):
 
 
 # ----------------------------------------------------------------------------- registry entry
-# Imported last: the phantom writers (and the preparation code they reuse) import the format above.
-from .segpc2021_phantom import write_segpc2021_download, write_segpc2021_phantom  # noqa: E402
-
 SEGPC2021 = register_dataset(DatasetSpec(
     name="segpc2021", title="SegPC-2021 multiple-myeloma cells (microscopy)", class_names=SEGPC2021_CLASS_NAMES,
     in_chans=3, kind="image", reader=SegPC2021Dataset, root_path=f"./data/{SEGPC2021_DIR_NAME}",
     volume_path=f"./data/{SEGPC2021_DIR_NAME}", list_dir=f"./lists/{SEGPC2021_LIST_DIR_NAME}",
     train_split=RGB_SPLITS[0], val_split=RGB_SPLITS[1], test_split=RGB_SPLITS[2], train_transform=RGBAugment,
     phantom=PhantomSpec(dir_name=SEGPC2021_DIR_NAME, list_dir_name=SEGPC2021_LIST_DIR_NAME,
-                        write=write_segpc2021_phantom, options=("num_train", "num_val", "num_test", "size"),
-                        write_download=write_segpc2021_download),
-    prepare_module="datasets.prepare_segpc2021",
+                        write="datasets.phantoms.segpc2021:write_segpc2021_phantom",
+                        write_download="datasets.phantoms.segpc2021:write_segpc2021_download",
+                        options=("num_train", "num_val", "num_test", "size")),
+    prepare_module="datasets.prepare.segpc2021",
     # Raw RGB images as the preparation and the evaluation items treat them: resized (bilinear, antialiased) to the
     # network's size, the preparation's default, ImageNet-normalised; the label map goes back (nearest).
     raw=RawInput(normalize=normalize_image, resize=resize_image, resize_label=resize_label),

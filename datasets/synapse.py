@@ -19,7 +19,8 @@ import os
 import numpy as np
 
 from .augment import RandomGenerator
-from .common import ListedSegmentationDataset, save_h5, save_npz
+from .base import ListedSegmentationDataset
+from .io.arrays import save_h5, save_npz
 from .registry import DatasetSpec, PhantomSpec, RawInput, register_dataset
 
 SYNAPSE_CLASS_NAMES = ("aorta", "gallbladder", "kidney_left", "kidney_right", "liver", "pancreas", "spleen", "stomach")
@@ -33,8 +34,8 @@ VOLUME_SUFFIX = ".npy.h5"
 # The TransUNet 18/12 split of the 30 BTCV training CT scans (case numbers).
 SYNAPSE_TEST_CASES = (1, 2, 3, 4, 8, 22, 25, 29, 32, 35, 36, 38)
 SYNAPSE_TRAIN_CASES = (5, 6, 7, 9, 10, 21, 23, 24, 26, 27, 28, 30, 31, 33, 34, 37, 39, 40)
-# Preprocessing of the raw BTCV CT, used by the preparation (prepare_synapse) and by prediction on raw scans (the
-# spec's RawInput below): CT window, and the axes of the prepared [D, H, W].
+# Preprocessing of the raw BTCV CT, used by the preparation (datasets.prepare.synapse) and by prediction on raw scans
+# (the spec's RawInput below): CT window, and the axes of the prepared [D, H, W].
 HU_MIN, HU_MAX = -125.0, 275.0
 SLICE_AXES = (2, 0, 1)  # nibabel's (x, y, z) -> [z, x, y] as TransUNet: axial slices, rows along x
 # Voxel axes of the BTCV RawData images (nibabel axis codes), kept as stored by the preparation (no reorientation):
@@ -93,17 +94,15 @@ def write_synapse_test_case(test_dir: str, case_name: str, image: np.ndarray, la
 
 
 # ----------------------------------------------------------------------------- registry entry
-# Imported last: the phantom writer imports the format above.
-from .synapse_phantom import write_synapse_phantom  # noqa: E402
-
 SYNAPSE = register_dataset(DatasetSpec(
     name="synapse", title="Synapse multi-organ CT", class_names=SYNAPSE_CLASS_NAMES, in_chans=1, kind="volume",
     reader=SynapseDataset, root_path=f"./data/Synapse/{TRAIN_DIR_NAME}", volume_path=f"./data/Synapse/{TEST_DIR_NAME}",
     list_dir="./lists/lists_Synapse", train_split=TRAIN_SPLIT, val_split=None, test_split=TEST_SPLIT,
     train_transform=RandomGenerator,
-    phantom=PhantomSpec(dir_name="Synapse", list_dir_name="lists_Synapse", write=write_synapse_phantom,
+    phantom=PhantomSpec(dir_name="Synapse", list_dir_name="lists_Synapse",
+                        write="datasets.phantoms.synapse:write_synapse_phantom",
                         options=("num_train", "num_test", "size", "depth")),
-    prepare_module="datasets.prepare_synapse",
+    prepare_module="datasets.prepare.synapse",
     # Raw CT (HU) as the preparation reads it: window [-125, 275] scaled to [0, 1], BTCV voxel order, axial slices.
     raw=RawInput(normalize=clip_and_scale_hu, orientation=RAW_ORIENTATION, slice_axes=SLICE_AXES),
 ))

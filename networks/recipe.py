@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from .registry import cli_option as _option
+from .options import cli_option as _option
 
 OPTIMIZERS = ("adamw", "adam")
 LR_SCHEDULES = ("constant", "cosine")

@@ -17,6 +17,9 @@ from typing import Any
 
 import torch.nn as nn
 
+from .options import cli_option as cli_option  # the config fields' option metadata (re-exported)
+from .recipe import RELEASE_RECIPE, TrainingRecipe
+
 
 @dataclass(frozen=True)
 class ModelEntry:
@@ -29,7 +32,7 @@ class ModelEntry:
     dataset_settings: Callable[[str, int | None], dict[str, Any]] | None
     train_options: type | None
     description: str
-    context: str | None = None  # the batch context the model needs (datasets.context), e.g. "support_set"
+    context: str | None = None  # the batch context the model needs (datasets.episodes.providers), e.g. "support_set"
     recipe: Any = None  # the family's networks.recipe.TrainingRecipe (register_model fills in the release's)
 
 
@@ -48,7 +51,7 @@ def register_model(fn: Callable[..., nn.Module] | None = None, *, config: type |
     name; ``dataset_settings(dataset, num_classes)`` gives the family's per-data-set values; ``train_options`` is the
     dataclass of the family's training options (their fields with cli_option metadata become options of the training
     scripts; the trainer hands an instance to ``model.start_training``). ``context`` names the batch context the
-    model reads besides the image (a provider of ``datasets.context``, e.g. ``"support_set"``): the engine wraps
+    model reads besides the image (a provider of ``datasets.episodes``, e.g. ``"support_set"``): the engine wraps
     the model's training and evaluation data with it. ``recipe`` (a ``networks.recipe.TrainingRecipe``) is how the
     family trains: optimiser, schedule, batch, epochs, early stop; the defaults of the training scripts' options
     (default: the release's recipe, Sim-MPNet's). ``pretrained``: None =
@@ -57,8 +60,6 @@ def register_model(fn: Callable[..., nn.Module] | None = None, *, config: type |
     def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if config is None or not dataclasses.is_dataclass(config):
             raise TypeError(f"register_model({builder.__name__}): config= must be the family's config dataclass")
-        from .recipe import RELEASE_RECIPE, TrainingRecipe  # here: networks.recipe imports this module
-
         if recipe is not None and not isinstance(recipe, TrainingRecipe):
             raise TypeError(f"register_model({builder.__name__}): recipe= must be a networks.recipe.TrainingRecipe")
         key = name or builder.__name__
@@ -153,11 +154,6 @@ def register_weights_importer(name: str, detect: Callable[[Any], bool], convert:
 def find_weights_importer(obj: Any) -> WeightsImporter | None:
     """The first registered importer whose ``detect`` recognises ``obj``, or None."""
     return next((importer for importer in _WEIGHTS_IMPORTERS.values() if importer.detect(obj)), None)
-
-
-def cli_option(help_text: str, **argparse_extras) -> dict:
-    """Metadata of a config field that the scripts expose as ``--<field name>`` (``choices=...``, ``minimum=0``)."""
-    return {"help": help_text, **argparse_extras}
 
 
 def _to_tuple(value: Any) -> Any:

@@ -63,7 +63,7 @@ def tiny_options(model: str) -> dict:
 
 
 def write_tiny_phantom(dataset: str, root) -> dict:
-    """A tiny phantom of a registered data set under ``root`` (as ``python -m datasets.phantom`` lays it out);
+    """A tiny phantom of a registered data set under ``root`` (as ``python -m datasets.phantoms`` lays it out);
     returns the writer's paths (root_path, volume_path, list_dir, ...)."""
     phantom = get_dataset(dataset).phantom
     if phantom is None:

@@ -15,7 +15,9 @@ import torch
 import torch.nn as nn
 
 from datasets import DatasetSpec, PhantomSpec, register_dataset, unregister_dataset
-from datasets.common import ListedSegmentationDataset, save_npz, write_list
+from datasets.base import ListedSegmentationDataset
+from datasets.io.arrays import save_npz
+from datasets.io.lists import write_list
 from networks import SegmentationModel, register_model, unregister_model
 from networks.registry import cli_option
 from tests.conftest import TINY_SIZE
@@ -193,7 +195,7 @@ def test_unet_baseline_on_synapse_through_the_scripts(tiny_phantoms, tmp_path, m
     summary = json.loads((test_dir / "summary.json").read_text())
     assert summary["checkpoint"] == str(run_dir / "last.pth") and len(summary["per_class"]) == 8
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["arch"] == "unet" and config["args"]["encoder_name"] == "resnet18"
+    assert config["arch"] == "unet" and config["options"]["model_options"]["encoder_name"] == "resnet18"
 
 
 class ContextModel(SegmentationModel):

@@ -1,19 +1,24 @@
 """Atomic file writing, training checkpoints and rebuilding a model from a checkpoint.
 
-Every file the pipeline writes goes through :func:`atomic_write_bytes` (``<name>.tmp`` in the same directory, then
-``os.replace``), so an interrupted run never leaves a half-written file under a final name.
+Every file the pipeline writes goes through :func:`atomic_write_bytes` (the project's one atomic writer,
+:mod:`datasets.io.atomic`: a temporary name in the same directory, then ``os.replace``), so an interrupted run never
+leaves a half-written file under a final name.
 
 A checkpoint is a plain dict saved with ``torch.save`` and loaded with ``weights_only=True`` (no arbitrary pickles):
 
     format, arch, model, model_config, model_extra, optimizer, scaler, next_epoch, global_step, best_val_dice,
-    best_test_dice, rng, args
+    best_test_dice, validations_since_best, rng, options
 
 ``arch`` is the registered model name and ``model_config`` its full config, so ``create_model(arch, **config)``
-rebuilds the network; ``model_extra`` is the model's ``extra_state()``. Files of an older format are converted on
-load by the converter their model family registered (``networks.registry.register_checkpoint_upgrade``), and a bare
-weights file of a foreign layout (e.g. a released state_dict of another codebase) by the importer a family registered
-for it (``networks.registry.register_weights_importer``): it supplies arch, model_config and the weights, so that such
-a file is tested or applied like a checkpoint (it has no ``args``: no training run, no optimizer).
+rebuilds the network; ``model_extra`` is the model's ``extra_state()``; ``options`` holds the training run's option
+groups (run, model_options, train_options, context_options, recipe: ``utils.config``), read back with
+``utils.config.saved_options``. Files of an older format are converted on load, one format at a time, by the
+converter registered for it (``networks.registry.register_checkpoint_upgrade``): ``sim-mpnet/1`` (before the model
+registry) by Sim-MPNet's family into ``sim-mpnet/2``, whose flat option dict ``args`` the engine's converter
+(``utils.config.nest_flat_options``) turns into the groups of ``sim-mpnet/3``. A bare weights file of a foreign
+layout (e.g. a released state_dict of another codebase) goes to the importer a family registered for it
+(``networks.registry.register_weights_importer``): it supplies arch, model_config and the weights, so that such a
+file is tested or applied like a checkpoint (it has no ``options``: no training run, no optimizer).
 """
 from __future__ import annotations
 
@@ -30,13 +35,14 @@ from typing import Any
 import numpy as np
 import torch
 
-CHECKPOINT_FORMAT = "sim-mpnet/2"
-TMP_SUFFIX = ".tmp"
+from datasets.io.atomic import atomic_write_bytes, atomic_write_text  # the one atomic writer (re-exported)
+
+CHECKPOINT_FORMAT = "sim-mpnet/3"  # utils.config.NESTED_OPTIONS_FORMAT
 REQUIRED_KEYS = ("format", "model", "model_config")  # and "arch" from the second format on
 
 
 class CheckpointError(Exception):
-    """A checkpoint that cannot be used; ``str()`` is ``"<path>: <problem>"`` like ``datasets.common.DataError``."""
+    """A checkpoint that cannot be used; ``str()`` is ``"<path>: <problem>"`` like ``datasets.errors.DataError``."""
 
     def __init__(self, path: str | os.PathLike, problem: str) -> None:
         self.path = str(path)
@@ -47,26 +53,6 @@ class CheckpointError(Exception):
 # ----------------------------------------------------------------------------------------------------------------
 # Atomic writes
 # ----------------------------------------------------------------------------------------------------------------
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``<path>.tmp`` in the same directory, flush it to disk, then rename it onto ``path``."""
-    path = Path(path)
-    tmp = path.with_name(path.name + TMP_SUFFIX)
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """UTF-8 text version of :func:`atomic_write_bytes`."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
 def json_safe(value: Any) -> Any:
     """Recursively turn numpy scalars/arrays, paths and non-finite floats (-> None) into plain JSON values."""
     if isinstance(value, Mapping):
@@ -187,13 +173,22 @@ def import_foreign_weights(obj: Any, path: str | os.PathLike) -> Any:
 
 
 def upgrade_checkpoint(ckpt: dict) -> dict:
-    """``ckpt`` in the current format: an older format goes through its family's registered converter."""
+    """``ckpt`` in the current format: an older format goes through its registered converter, and the result
+    through the next one, until the current format (or one without a converter, which the caller reports)."""
     if ckpt.get("format") == CHECKPOINT_FORMAT:
         return ckpt
-    from networks.registry import checkpoint_upgrade  # local import: keeps `import utils.checkpoint` light
+    # local imports: keep `import utils.checkpoint` light; utils.config registers the engine's own converter
+    import utils.config  # noqa: F401
+    from networks.registry import checkpoint_upgrade
 
-    upgrade = checkpoint_upgrade(ckpt.get("format"))
-    return ckpt if upgrade is None else upgrade(ckpt)
+    seen = set()
+    while ckpt.get("format") != CHECKPOINT_FORMAT and ckpt.get("format") not in seen:
+        seen.add(ckpt.get("format"))
+        upgrade = checkpoint_upgrade(ckpt.get("format"))
+        if upgrade is None:
+            break
+        ckpt = upgrade(ckpt)
+    return ckpt
 
 
 def peek_arch(path: str | os.PathLike) -> str | None:

@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from datasets import get_dataset, list_datasets
-from datasets.common import DataError, non_negative_int, positive_int
-from datasets.context import get_context
+from datasets.argtypes import non_negative_int, positive_int
+from datasets.errors import DataError
+from datasets.episodes.providers import get_context
 from networks import list_models, model_entry
 from networks.recipe import TrainingRecipe
 from networks.registry import model_config
 from utils.checkpoint import CheckpointError, peek_arch
-from utils.config import EvalConfig, TrainConfig, config_from_namespace
+from utils.config import EvalConfig, RunOptions, TrainConfig, config_from_namespace
 from utils.inference import TTA_MODES
 
 DEFAULT_MODEL = "sim_mpnet"
@@ -136,8 +137,9 @@ class RunParser(argparse.ArgumentParser):
         context_options = {name: getattr(parsed, name) for name in self.context_option_names}
         if self.role == "train":
             train_options = {name: getattr(parsed, name) for name in self.train_option_names}
-            return config_from_namespace(TrainConfig, parsed, model_options=model_options,
-                                         train_options=train_options, context_options=context_options)
+            return TrainConfig(run=config_from_namespace(RunOptions, parsed), model_options=model_options,
+                               train_options=train_options, context_options=context_options,
+                               recipe=config_from_namespace(TrainingRecipe, parsed))
         return config_from_namespace(EvalConfig, parsed, model_options=model_options,
                                      context_options=context_options)
 
@@ -308,8 +310,8 @@ def _add_runtime_options(parser: argparse.ArgumentParser, role: str) -> None:
         group.add_argument("--compile", action="store_true", help="torch.compile the model")
         group.add_argument("--grad_checkpointing", action="store_true",
                            help="recompute activations in backward instead of storing them (Sim-MPNet: encoder 1's "
-                                "MaxViT blocks): less GPU memory (see README), one more forward per step; same "
-                                "gradients")
+                                "MaxViT blocks): less GPU memory (see docs/training.md), one more forward per step; "
+                                "same gradients")
         group = parser.add_argument_group("multi-GPU (torchrun --nproc_per_node N ...; --batch_size is the global "
                                           "batch, split equally over the N processes)")
         group.add_argument("--sync_bn", type=int, choices=(0, 1), default=1,

@@ -9,35 +9,33 @@ overlays, NIfTI for volumes, and report.html: the results page of utils.report).
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import warnings
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from datasets import get_dataset
+from datasets.io.nifti import nifti_bytes
 from datasets.registry import DATA_KINDS
 from utils.checkpoint import (
     CheckpointError, atomic_write_bytes, atomic_write_json, atomic_write_text, build_model_from_checkpoint, json_safe,
 )
-from utils.config import EvalConfig, TrainConfig
+from utils.config import EvalConfig, RunOptions, saved_options
 from utils.inference import model_device, predict_image, predict_volume, resolve_device
 from utils.metrics import METRIC_NAMES, case_metrics, summarize
 from utils.runlog import CreatedPaths, amp_dtype, format_table, logger, removed_on_failure, run_logging, seed_everything
-from utils.context import model_context, with_test_context
+from utils.batch_context import model_context, with_test_context
 from utils.report import REPORT_HTML, write_test_report
 from utils.model_input import model_input_conversion, with_model_input
 from utils.visual import image_grid, overlay, save_png, side_by_side
 
 CSV_COLUMNS = ("case", "class", *METRIC_NAMES)
 NIFTI_SUFFIXES = {"image": "_img.nii.gz", "prediction": "_pred.nii.gz", "label": "_gt.nii.gz"}
-NIFTI_AFFINE = np.eye(4)  # unit spacing, as the release wrote its predictions
 
 # on_case(case, image, prediction, label, context): context = the item's entries beyond image/label/name
 CaseCallback = Callable[[str, np.ndarray, np.ndarray, np.ndarray, dict], None]
@@ -167,12 +165,6 @@ def _nan_mean_over_classes(metrics: np.ndarray) -> np.ndarray:
         return np.nanmean(metrics, axis=0)
 
 
-def nifti_bytes(volume: np.ndarray) -> bytes:
-    """Gzipped NIfTI-1 of a [D, H, W] (or [H, W]) array, axes reversed to (x, y, z) as SimpleITK writes them."""
-    data = np.asarray(volume, dtype=np.float32).T
-    return gzip.compress(nib.Nifti1Image(data, NIFTI_AFFINE).to_bytes(), mtime=0)
-
-
 def save_case_nifti(directory: Path, case: str, image: np.ndarray, prediction: np.ndarray, label: np.ndarray,
                     created: CreatedPaths) -> None:
     """``<case>_img.nii.gz``, ``<case>_pred.nii.gz``, ``<case>_gt.nii.gz`` (written atomically)."""
@@ -229,7 +221,7 @@ def requested_architecture(config: EvalConfig) -> dict:
     return {"num_classes": config.num_classes, **config.model_options}
 
 
-def build_eval_dataset(config: EvalConfig | TrainConfig, split: str) -> torch.utils.data.Dataset:
+def build_eval_dataset(config: EvalConfig | RunOptions, split: str) -> torch.utils.data.Dataset:
     """Evaluation dataset (volumes or images) of ``split`` (a list name in --list_dir) under --volume_path."""
     return get_dataset(config.dataset).build(config.volume_path, config.list_dir, split, config.num_classes,
                                              seed=config.seed)
@@ -260,7 +252,7 @@ def evaluate(config: EvalConfig) -> dict:
     check_input_channels(config.checkpoint, model, config.dataset)
     model.to(device)
     img_size = model.img_size
-    dataset = with_test_context(dataset, config, model.arch, checkpoint.get("args") or {}, img_size, str(device),
+    dataset = with_test_context(dataset, config, model.arch, saved_options(checkpoint), img_size, str(device),
                                 str(config.checkpoint))
     dataset = with_model_input(dataset, get_dataset(config.dataset), model, model_context(model.arch))
     context_info = getattr(dataset, "context_info", None)

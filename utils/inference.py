@@ -12,14 +12,15 @@ asked for, are the softmax of the logits (no TTA) or that average (TTA).
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
 from scipy.ndimage import zoom
+
+from networks.shared.modes import eval_mode, model_device  # shared with the families' analysis code
 
 __all__ = ["predict_volume", "predict_image", "resolve_device", "model_device", "eval_mode", "resize_slice",
            "network_input", "sum_of_heads", "class_scores", "tta_flips", "forward_inputs", "TTA_MODES",
@@ -47,24 +48,6 @@ def resolve_device(name: str) -> torch.device:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ValueError(f"device {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
     return device
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """Device of the model's first parameter (CPU for a model without parameters)."""
-    parameter = next(model.parameters(), None)
-    return parameter.device if parameter is not None else torch.device("cpu")
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Put every submodule in eval mode, then restore each one's own previous mode (mixed modes included)."""
-    previous = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in previous:
-            module.training = training
 
 
 def resize_slice(slice2d: np.ndarray, shape: tuple[int, int], order: int) -> np.ndarray:

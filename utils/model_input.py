@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from datasets import DatasetSpec
-from datasets.context import ContextProvider
+from datasets.episodes.providers import ContextProvider
 
 # ITU-R BT.601 luma, as PIL's convert("L") and the support-selection backends' grey.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)

@@ -10,10 +10,10 @@ does differently goes through its hooks (``networks.base.SegmentationModel``): i
 update after every optimizer step (Sim-MPNet: W-LD's memory K), the scalars logged per step, its extra checkpoint
 state. A batch is a dict; the model reads it through ``forward_batch`` (a support-set model finds its context there).
 
-Everything that influences the run is a function of (seed, epoch): the shuffle uses a generator seeded by
-(seed, epoch) and the dataset's augmentation by (seed, epoch, index), so results do not depend on the number of
-workers, and ``last.pth`` (written every epoch) holds everything needed for a resumed run to end in exactly the state
-of an uninterrupted one.
+Everything that influences the run is a function of (seed, epoch): its batches (``utils.train_data``) do not depend
+on the number of workers, and ``last.pth`` (written every epoch, ``utils.resume``) holds everything needed for a
+resumed run to end in exactly the state of an uninterrupted one. The recipe's optimiser and per-epoch learning rate
+are ``utils.optimisation``'s.
 
 Under torchrun the same loop runs data-parallel (see utils.distributed): ``--batch_size`` stays the global batch,
 rank 0 alone logs, validates (with the other ranks' share of the volumes) and writes files.
@@ -23,92 +23,64 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from datasets import DatasetSpec, get_dataset
-from datasets.common import DataError
+from datasets import get_dataset
+from datasets.errors import DataError
 from networks import create_model, model_entry, model_summary
-from networks.recipe import LEGACY_RECIPE, RELEASE_RECIPE, TrainingRecipe
-from utils.checkpoint import (
-    CheckpointError, atomic_write_json, capture_rng_state, check_model_config, json_safe, load_checkpoint,
-    load_model_state, model_checkpoint, restore_rng_state, save_checkpoint, saved_model_config,
-)
+from utils.batch_context import model_context, with_training_context, with_validation_context
+from utils.checkpoint import atomic_write_json, save_checkpoint
 from utils.config import TrainConfig
-from utils.context import model_context, with_training_context, with_validation_context
 from utils.distributed import (
-    GlobalBatchSampler, average_batchnorm_statistics, check_replicas_identical, convert_to_global_batchnorm,
-    gather_objects, mean_over_ranks, setup_distributed, teardown_distributed, wrap_data_parallel,
+    average_batchnorm_statistics, check_replicas_identical, convert_to_global_batchnorm, gather_objects,
+    mean_over_ranks, setup_distributed, teardown_distributed, wrap_data_parallel,
 )
 from utils.evaluator import build_eval_dataset, evaluate_model, gt_pred_panel
 from utils.inference import sum_of_heads
-from utils.model_input import with_model_input
 from utils.metrics import summarize
+from utils.model_input import with_model_input
+from utils.optimisation import effective_recipe, make_optimizer, set_learning_rate
+from utils.resume import TrainState, make_checkpoint, recorded_options, restore_training
 from utils.runlog import (
     CreatedPaths, CsvLog, TensorBoard, amp_dtype, logger, removed_on_failure, run_logging, seed_everything,
 )
+from utils.train_data import LoadFailure, build_train_dataset, make_batch_sampler, train_loader
 
-WEIGHT_DECAY = RELEASE_RECIPE.weight_decay  # release: AdamW(weight_decay=0.0001)
-OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}  # TrainingRecipe.optimizer -> class
 LOG_EVERY_STEPS = 50  # release logs the loss every 50 iterations
 LAST_CHECKPOINT = "last.pth"
 BEST_VAL_CHECKPOINT = "best_val.pth"
 BEST_TEST_CHECKPOINT = "best.pth"  # --select_best_on_test (release behaviour)
 STEP_LOG_COLUMNS = ("step", "epoch", "loss", "lr")  # train_steps.csv, then one column per model scalar
 EPOCH_LOG_COLUMNS = ("epoch", "mean_loss", "val_dice", "val_hd95", "seconds")  # epochs.csv
-# Arguments whose change between the original and a resumed run breaks exact continuation (logged as a warning).
-# (The model family's training options are compared too, and the recipe: see check_resumed_recipe.)
-RESUME_SENSITIVE_ARGS = ("seed", "root_path", "list_dir", "amp")
-
-
-@dataclass
-class TrainState:
-    """Loop counters saved in every checkpoint."""
-
-    next_epoch: int = 0
-    global_step: int = 0
-    best_val_dice: float = -math.inf
-    best_test_dice: float = -math.inf
-    validations_since_best: int = 0  # the early-stop counter: validations since best_val_dice last rose
-
-
-# TrainState fields that checkpoints written before them lack, with the value such a run had.
-STATE_ADDED_LATER = {"validations_since_best": 0}
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Building blocks
 # ----------------------------------------------------------------------------------------------------------------
 def build_model(config: TrainConfig) -> nn.Module:
-    """The registered model ``config.model`` for the data set (``--pretrained none`` -> random init, no file
+    """The registered model ``config.run.model`` for the data set (``--pretrained none`` -> random init, no file
     access); the family's per-data-set settings apply unless an option overrides them. Its input channels are the
     data set's, or 1 (``--in_chans 1``: a grey model, colour images converted to grey, utils.model_input)."""
-    spec = get_dataset(config.dataset)
-    in_chans = config.in_chans or spec.in_chans
+    run = config.run
+    spec = get_dataset(run.dataset)
+    in_chans = run.in_chans or spec.in_chans
     if in_chans not in (spec.in_chans, 1):
         raise ValueError(f"--in_chans {in_chans}: the model takes the data set's {spec.in_chans} channel(s) or 1 "
                          f"(grey)")
-    return create_model(config.model, dataset=spec.name, pretrained=config.pretrained,
-                        num_classes=config.num_classes, in_chans=in_chans, **config.model_options)
+    return create_model(run.model, dataset=spec.name, pretrained=run.pretrained, num_classes=run.num_classes,
+                        in_chans=in_chans, **config.model_options)
 
 
 def train_options(config: TrainConfig):
     """The family's training options (its registered dataclass) from the run's values, or None."""
-    options_class = model_entry(config.model).train_options
+    options_class = model_entry(config.run.model).train_options
     return None if options_class is None else options_class(**config.train_options)
-
-
-def build_train_dataset(config: TrainConfig, img_size: int) -> torch.utils.data.Dataset:
-    """Augmented 2-D training slices (grey sets) or images (RGB sets) of the data set's train split."""
-    spec = get_dataset(config.dataset)
-    return spec.build(config.root_path, config.list_dir, spec.train_split, config.num_classes, seed=config.seed,
-                      transform=spec.train_transform((img_size, img_size)))
 
 
 class BatchForward(nn.Module):
@@ -124,148 +96,6 @@ class BatchForward(nn.Module):
 
 def has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(module, nn.modules.batchnorm._BatchNorm) for module in model.modules())
-
-
-@dataclass(frozen=True)
-class LoadFailure:
-    """A DataError raised while loading an item, carried to the main process as data."""
-
-    path: str
-    problem: str
-
-
-class ErrorsAsData(torch.utils.data.Dataset):
-    """Wraps a dataset so that a DataError raised in a worker process reaches the main process intact (the
-    DataLoader would re-raise it as a RuntimeError holding the worker's traceback text)."""
-
-    def __init__(self, dataset: torch.utils.data.Dataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int):
-        try:
-            return self.dataset[index]
-        except DataError as exc:
-            return LoadFailure(exc.path, exc.problem)
-
-
-def collate_or_failure(items: list):
-    """default_collate, or the first LoadFailure of the batch."""
-    failure = next((item for item in items if isinstance(item, LoadFailure)), None)
-    return failure if failure is not None else torch.utils.data.default_collate(items)
-
-
-def train_loader(dataset: torch.utils.data.Dataset, sampler, epoch: int, config: TrainConfig,
-                 device: torch.device) -> DataLoader:
-    """DataLoader of one epoch (this rank's share of every global batch); the shuffle and the dataset's
-    augmentation set to this epoch. Batches are dicts, or a LoadFailure for a file that could not be loaded."""
-    dataset.set_epoch(epoch)
-    sampler.set_epoch(epoch)
-    return DataLoader(ErrorsAsData(dataset), batch_sampler=sampler, num_workers=config.num_workers,
-                      pin_memory=device.type == "cuda", collate_fn=collate_or_failure)
-
-
-def make_batch_sampler(spec: DatasetSpec, num_items: int, config: TrainConfig, context, drop_singleton: bool):
-    """The data set's own batch sampler (episodes) where it has one, else global shuffled batches."""
-    factory = spec.batch_sampler or GlobalBatchSampler
-    return factory(num_items, config.batch_size, context, config.seed, drop_singleton=drop_singleton)
-
-
-def make_optimizer(parameters, lr: float, weight_decay: float = WEIGHT_DECAY, kind: str = "adamw"
-                   ) -> torch.optim.Optimizer:
-    """The recipe's optimiser (default: AdamW as released) with PyTorch's fused kernel where the device has one: the
-    same update in one pass over all parameters (on 2 CPU cores 0.06 s instead of 0.31 s per step for the small
-    model)."""
-    parameters, optimizer_class = list(parameters), OPTIMIZERS[kind]
-    try:
-        return optimizer_class(parameters, lr=lr, weight_decay=weight_decay, fused=True)
-    except RuntimeError:  # a device without the fused kernel
-        return optimizer_class(parameters, lr=lr, weight_decay=weight_decay)
-
-
-def effective_recipe(config: TrainConfig) -> tuple[TrainingRecipe, str | None]:
-    """The run's recipe and a note: early stopping is measured on the validation list, so without one
-    (``--val_list none``) it is off (patience 0), said once in the log rather than refused, because a family's
-    default patience (MatchSeg's 30) should not make ``--val_list none`` an error."""
-    recipe = config.recipe()
-    if recipe.early_stop_patience and not config.val_list:
-        note = (f"early stopping off: --early_stop_patience {recipe.early_stop_patience} is measured on validation "
-                "mean DSC and this run has no validation list (--val_list none)")
-        return replace(recipe, early_stop_patience=0), note
-    return recipe, None
-
-
-def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-
-
-def make_checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                    state: TrainState, config: TrainConfig, recipe: TrainingRecipe = RELEASE_RECIPE) -> dict:
-    """Everything needed to continue exactly (see utils.checkpoint), and ``recipe``: the run's (effective)
-    training recipe, which a resumed run is checked against."""
-    return {**model_checkpoint(model), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-            **asdict(state), "rng": capture_rng_state(), "args": json_safe(config.flat()), "recipe": asdict(recipe)}
-
-
-def saved_recipe(ckpt: dict) -> dict:
-    """The recipe a checkpoint was trained with; files from before recipes: the only optimiser, schedule and
-    stopping rule the engine had then (AdamW, constant, none), with the batch, lr and length of their ``args``."""
-    if "recipe" in ckpt:
-        return dict(ckpt["recipe"])
-    args = ckpt.get("args", {})
-    return {**asdict(LEGACY_RECIPE), **{name: args[name] for name in ("base_lr", "batch_size", "max_epochs")
-                                        if name in args}}
-
-
-def check_resumed_recipe(path: str, saved: dict, recipe: TrainingRecipe) -> None:
-    """Another optimiser is an error (its state would load, and silently keep the other's update rule: Adam takes
-    AdamW's decoupled_weight_decay flag); any other difference is a warning, as for RESUME_SENSITIVE_ARGS
-    (max_epochs only where the schedule depends on it)."""
-    if saved.get("optimizer") != recipe.optimizer:
-        raise CheckpointError(path, f"it was trained with --optimizer {saved.get('optimizer')}, this run builds "
-                                    f"{recipe.optimizer}: resume with --optimizer {saved.get('optimizer')}")
-    length_dependent = recipe.length_dependent or saved.get("lr_schedule", "constant") != "constant"
-    for name, value in asdict(recipe).items():
-        if name == "max_epochs" and not length_dependent:
-            continue
-        if name in saved and saved[name] != value:
-            logger.warning("resuming with --%s %s (checkpoint was trained with %s): the run will not match an "
-                           "uninterrupted one", name, value, saved[name])
-
-
-def restore_training(path: str, model: nn.Module, optimizer: torch.optim.Optimizer,
-                     scaler: torch.amp.GradScaler, config: TrainConfig,
-                     recipe: TrainingRecipe = RELEASE_RECIPE) -> TrainState:
-    """Load ``path`` into model/optimizer/scaler, restore the RNGs and return the loop state. The optimizer keeps the
-    learning rate and weight decay this run built it with (``load_state_dict`` would bring back the checkpoint's)."""
-    ckpt = load_checkpoint(path, map_location="cpu")
-    if ckpt["arch"] != model.arch:
-        raise CheckpointError(path, f"checkpoint holds a {ckpt['arch']!r} model, this run trains {model.arch!r}")
-    check_model_config(path, saved_model_config(ckpt, path), asdict(model.config))
-    check_resumed_recipe(path, saved_recipe(ckpt), recipe)
-    load_model_state(model, ckpt, path)
-    built = [{key: group[key] for key in ("lr", "weight_decay") if key in group} for group in optimizer.param_groups]
-    try:
-        optimizer.load_state_dict(ckpt["optimizer"])
-        for group, values in zip(optimizer.param_groups, built):
-            group.update(values)
-        if ckpt["scaler"] and scaler.is_enabled():
-            scaler.load_state_dict(ckpt["scaler"])
-        state = TrainState(**{key: ckpt.get(key, STATE_ADDED_LATER[key]) if key in STATE_ADDED_LATER else ckpt[key]
-                              for key in TrainState.__dataclass_fields__})
-    except (KeyError, ValueError, RuntimeError, TypeError) as exc:
-        raise CheckpointError(path, f"not a training checkpoint that can be resumed: {type(exc).__name__}: "
-                                    f"{exc}") from exc
-    restore_rng_state(ckpt["rng"])
-    saved_args, current = ckpt.get("args", {}), config.flat()
-    for name in (*RESUME_SENSITIVE_ARGS, *config.train_options):
-        if name in saved_args and saved_args[name] != json_safe(current[name]):
-            logger.warning("resuming with --%s %s (checkpoint was trained with %s): the run will not match an "
-                           "uninterrupted one", name, current[name], saved_args[name])
-    return state
 
 
 def autocast_context(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -301,52 +131,52 @@ class Trainer:
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
-        self.output_dir = Path(config.output_dir)
-        if not config.resume and (self.output_dir / LAST_CHECKPOINT).exists():
+        run = config.run
+        self.output_dir = Path(run.output_dir)
+        if not run.resume and (self.output_dir / LAST_CHECKPOINT).exists():
             raise ValueError(f"{self.output_dir / LAST_CHECKPOINT}: a run already exists here; continue it with "
                              "--resume auto or choose another --output_dir")
-        self.context, self.device = setup_distributed(config.device)
-        seed_everything(config.seed, bool(config.deterministic))  # the same on every rank: identical initial weights
-        self.amp = amp_dtype(config.amp)
+        self.context, self.device = setup_distributed(run.device)
+        seed_everything(run.seed, bool(run.deterministic))  # the same on every rank: identical initial weights
+        self.amp = amp_dtype(run.amp)
         self.recipe, self.recipe_note = effective_recipe(config)
-        self.spec = get_dataset(config.dataset)
+        self.spec = get_dataset(run.dataset)
         # Build/validate every input before anything is written.
         self.model = self.create_model()
-        self.model.set_grad_checkpointing(config.grad_checkpointing)
+        self.model.set_grad_checkpointing(run.grad_checkpointing)
         self.model.start_training(train_options(config))
         img_size, device = self.model.img_size, str(self.device)
-        provider = model_context(config.model)
+        provider = model_context(run.model)
 
         def model_input(dataset):
             return with_model_input(dataset, self.spec, self.model, provider)
 
-        self.train_set = model_input(with_training_context(build_train_dataset(config, img_size), config, img_size,
+        self.train_set = model_input(with_training_context(build_train_dataset(run, img_size), config, img_size,
                                                            device))
         self.val_set = None
-        if config.val_list:
-            self.val_set = model_input(with_validation_context(build_eval_dataset(config, config.val_list), config,
+        if run.val_list:
+            self.val_set = model_input(with_validation_context(build_eval_dataset(run, run.val_list), config,
                                                                img_size, device))
         self.test_set = None
-        if config.select_best_on_test:
-            self.test_set = model_input(with_validation_context(build_eval_dataset(config, self.spec.test_split),
+        if run.select_best_on_test:
+            self.test_set = model_input(with_validation_context(build_eval_dataset(run, self.spec.test_split),
                                                                 config, img_size, device))
-        self.global_batchnorm = self.context.enabled and bool(config.sync_bn)
+        self.global_batchnorm = self.context.enabled and bool(run.sync_bn)
         if self.global_batchnorm:
             convert_to_global_batchnorm(self.model)
         self.optimizer = self.create_optimizer()
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=run.amp == "fp16")
         self.criterion = self.model.default_loss(global_batch=self.context.enabled)
         self.state = TrainState()
-        if config.resume:
-            self.state = restore_training(config.resume, self.model, self.optimizer, self.scaler, config,
-                                          self.recipe)
+        if run.resume:
+            self.state = restore_training(run.resume, self.model, self.optimizer, self.scaler, config, self.recipe)
         # the release keeps the last partial batch; a lone slice is dropped only because BatchNorm cannot train on it
-        self.sampler = make_batch_sampler(self.spec, len(self.train_set), config, self.context,
-                                          drop_singleton=has_batchnorm(self.model))
+        self.sampler = make_batch_sampler(self.spec, len(self.train_set), self.recipe.batch_size, run.seed,
+                                          self.context, drop_singleton=has_batchnorm(self.model))
         # Wrap and compile after the state is loaded; evaluation and state access use the plain module.
         self.forward_model = wrap_data_parallel(BatchForward(self.model), self.context, self.device)
         self.model.after_replicas_synchronised()  # DDP broadcast rank 0's buffers at construction
-        if config.compile:
+        if run.compile:
             self.forward_model = torch.compile(self.forward_model)
         self.input_dtype = next(self.model.parameters()).dtype
         self.tb = TensorBoard(None)
@@ -371,10 +201,10 @@ class Trainer:
 
     # -- bookkeeping -------------------------------------------------------------------------------------------
     def log_start(self) -> None:
-        config = self.config
-        for note in config.notes:
+        run = self.config.run
+        for note in run.notes:
             logger.info(note)
-        logger.info("args: %s", json_safe(config.flat()))
+        logger.info("options: %s", recorded_options(self.config))
         logger.info("training recipe (%s's defaults, command-line options win): %s", self.model.arch,
                     self.recipe.describe())
         if self.recipe_note:
@@ -389,27 +219,28 @@ class Trainer:
         if context_info:
             logger.info("batch context: %s", context_info)
         logger.info("%d training slices, batch %d (%d workers), device %s, amp %s%s", len(self.train_set),
-                    config.batch_size, config.num_workers, self.device, config.amp,
+                    self.recipe.batch_size, run.num_workers, self.device, run.amp,
                     "; the incomplete final batch is skipped" if self.sampler.drops_last else "")
         if self.context.enabled:
             logger.info("data parallel: %d processes of %d slices each (global batch %d), BatchNorm statistics %s",
-                        self.context.world_size, self.sampler.local_batch, config.batch_size,
+                        self.context.world_size, self.sampler.local_batch, self.recipe.batch_size,
                         "over the global batch" if self.global_batchnorm else "per process, averaged every epoch")
-        if config.resume:
-            logger.info("resumed from %s at epoch %d, step %d%s", config.resume, self.state.next_epoch,
+        if run.resume:
+            logger.info("resumed from %s at epoch %d, step %d%s", run.resume, self.state.next_epoch,
                         self.state.global_step, format_scalars(self.model.log_scalars()))
 
     def write_config(self) -> None:
+        """config.json: the run's options as its checkpoints record them, with the model and the data it sees."""
         atomic_write_json(self.output_dir / "config.json",
-                          {"args": self.config.flat(), "arch": self.model.arch,
-                           "model_config": asdict(self.model.config), "recipe": asdict(self.recipe),
-                           "train_slices": len(self.train_set), "world_size": self.context.world_size,
+                          {"options": recorded_options(self.config), "arch": self.model.arch,
+                           "model_config": asdict(self.model.config), "train_slices": len(self.train_set),
+                           "world_size": self.context.world_size,
                            "context": getattr(self.train_set, "context_info", None)})
 
     def save(self, names: tuple[str, ...]) -> None:
         if not self.context.is_main:
             return
-        checkpoint = make_checkpoint(self.model, self.optimizer, self.scaler, self.state, self.config, self.recipe)
+        checkpoint = make_checkpoint(self.model, self.optimizer, self.scaler, self.state, self.config)
         for name in names:
             save_checkpoint(self.output_dir / name, checkpoint)
 
@@ -436,17 +267,17 @@ class Trainer:
 
     def run_epoch(self, epoch: int) -> tuple[float, bool]:
         """One epoch; returns (mean loss, whether --max_steps was reached)."""
-        config, state = self.config, self.state
-        loader = train_loader(self.train_set, self.sampler, epoch, config, self.device)
+        run, state = self.config.run, self.state
+        loader = train_loader(self.train_set, self.sampler, epoch, run.num_workers, self.device)
         if len(loader) == 0:
-            raise ValueError(f"{config.list_dir}: the training list gives no batch of {config.batch_size} slices "
+            raise ValueError(f"{run.list_dir}: the training list gives no batch of {self.recipe.batch_size} slices "
                              f"({len(self.train_set)} listed)")
         set_learning_rate(self.optimizer, self.recipe.learning_rate(epoch))
         self.model.before_epoch(epoch)
         self.model.train()
         losses: list[float] = []
         preview = None
-        progress = tqdm(loader, desc=f"epoch {epoch + 1}/{config.max_epochs}", leave=False,
+        progress = tqdm(loader, desc=f"epoch {epoch + 1}/{self.recipe.max_epochs}", leave=False,
                         disable=None if self.context.is_main else True)
         for step_in_epoch, batch in enumerate(progress):
             if isinstance(batch, LoadFailure):
@@ -455,7 +286,7 @@ class Trainer:
             loss, outputs = self.train_step(batch)
             state.global_step += 1
             self.model.after_optimizer_step(epoch, step_in_epoch == 0, loss)
-            if config.check_replicas and state.global_step % config.check_replicas == 0:
+            if run.check_replicas and state.global_step % run.check_replicas == 0:
                 check_replicas_identical(self.model, state.global_step)
             losses.append(loss)
             preview = (batch["image"][0].detach(), batch["label"][0].detach(), sum_of_heads(outputs)[0].detach())
@@ -471,11 +302,11 @@ class Trainer:
             if state.global_step % LOG_EVERY_STEPS == 0:
                 logger.info("step %d, epoch %d: loss %.6f, lr %g%s", state.global_step, epoch, loss, lr,
                             format_scalars(scalars))
-            if config.max_steps is not None and state.global_step >= config.max_steps:
+            if run.max_steps is not None and state.global_step >= run.max_steps:
                 break
         if preview is not None and self.context.is_main:
-            self.tb.image("train/overlay_gt_pred", preview_panel(*preview, config.num_classes), state.global_step)
-        reached = config.max_steps is not None and state.global_step >= config.max_steps
+            self.tb.image("train/overlay_gt_pred", preview_panel(*preview, run.num_classes), state.global_step)
+        reached = run.max_steps is not None and state.global_step >= run.max_steps
         return float(np.mean(losses)), reached
 
     def evaluate_on(self, dataset: torch.utils.data.Dataset, tag: str, epoch: int) -> dict:
@@ -484,8 +315,8 @@ class Trainer:
         world, rank = self.context.world_size, self.context.rank
         share = torch.utils.data.Subset(dataset, range(rank, len(dataset), world)) if world > 1 else dataset
         per_case, _ = evaluate_model(self.model, share, kind=self.spec.kind,
-                                     img_size=self.model.img_size, num_classes=self.config.num_classes,
-                                     batch_size=self.config.batch_size,
+                                     img_size=self.model.img_size, num_classes=self.config.run.num_classes,
+                                     batch_size=self.recipe.batch_size,
                                      device=self.device, amp=self.amp, desc=tag)
         summary = summarize({case: metrics for part in gather_objects(per_case) for case, metrics in part.items()})
         self.tb.scalar(f"{tag}/mean_dice", summary["mean_dice"], epoch + 1)
@@ -496,12 +327,12 @@ class Trainer:
 
     def end_of_epoch(self, epoch: int, last_epoch: bool) -> tuple[tuple[str, ...], dict | None]:
         """Validation / test-based selection; returns the checkpoint names to write and the validation summary."""
-        config, state = self.config, self.state
+        run, state = self.config.run, self.state
         if self.context.enabled and not self.global_batchnorm:
             average_batchnorm_statistics(self.model)
         names = [LAST_CHECKPOINT]
         validation = None
-        if self.val_set is not None and ((epoch + 1) % config.val_every == 0 or last_epoch):
+        if self.val_set is not None and ((epoch + 1) % run.val_every == 0 or last_epoch):
             validation = self.evaluate_on(self.val_set, "val", epoch)
             if validation["mean_dice"] > state.best_val_dice:
                 state.best_val_dice = float(validation["mean_dice"])
@@ -540,19 +371,19 @@ class Trainer:
 
     def loop(self, created: CreatedPaths) -> None:
         """Epochs from ``state.next_epoch``; after the first checkpoint the run directory is kept even on failure."""
-        config, state = self.config, self.state
-        if state.next_epoch >= config.max_epochs:
-            logger.info("nothing to do: checkpoint is at epoch %d of %d", state.next_epoch, config.max_epochs)
+        run, state, max_epochs = self.config.run, self.state, self.recipe.max_epochs
+        if state.next_epoch >= max_epochs:
+            logger.info("nothing to do: checkpoint is at epoch %d of %d", state.next_epoch, max_epochs)
             return
         if self.stopped_early:
             logger.info("nothing to do: the run stopped early after epoch %d (%s)", state.next_epoch - 1,
                         self.early_stop_reason())
             return
-        for epoch in range(state.next_epoch, config.max_epochs):
+        for epoch in range(state.next_epoch, max_epochs):
             started = time.perf_counter()
             mean_loss, reached = self.run_epoch(epoch)
             state.next_epoch = epoch + 1
-            names, validation = self.end_of_epoch(epoch, last_epoch=reached or epoch == config.max_epochs - 1)
+            names, validation = self.end_of_epoch(epoch, last_epoch=reached or epoch == max_epochs - 1)
             self.tb.scalar("train/epoch_loss", mean_loss, epoch + 1)
             self.save(names)
             created.disarm()
@@ -563,10 +394,10 @@ class Trainer:
             logger.info("epoch %d: mean loss %.6f, step %d%s, %.1fs -> %s", epoch, mean_loss,
                         state.global_step, format_scalars(self.model.log_scalars()), seconds, ", ".join(names))
             if reached:
-                logger.info("stopping: --max_steps %d reached", config.max_steps)
+                logger.info("stopping: --max_steps %d reached", run.max_steps)
                 break
             if self.stopped_early:
-                logger.info("stopping early after epoch %d of %d: %s", epoch, config.max_epochs,
+                logger.info("stopping early after epoch %d of %d: %s", epoch, max_epochs,
                             self.early_stop_reason())
                 break
 

@@ -7,6 +7,8 @@ against a support set that the batch carries (``support_images`` / ``support_lab
 """
 from __future__ import annotations
 
+from datasets.episodes.keys import SUPPORT_SET  # the batch context: k support pairs per query
+
 from ..recipe import TrainingRecipe
 from ..registry import register_model, register_weights_importer
 from .blocks import CrossBlock, CrossConv
@@ -14,9 +16,8 @@ from .config import PRESETS, MatchSegConfig
 from .joint_attention import JointAttention
 from .loss import DiceBCEFocalLoss
 from .model import SUPPORT_IMAGES, SUPPORT_LABELS, MatchSeg
-from .universeg_weights import is_universeg_state, universeg_checkpoint
-
-SUPPORT_SET = "support_set"  # the batch context (datasets.support_sets): k support pairs per query
+from .universeg_import import universeg_checkpoint
+from .universeg_weights import is_universeg_state
 # The specification's recipe (section 6): Adam lr 1e-4 (no weight decay named: torch's 0), cosine decay, batch 8,
 # at most 200 epochs, early stop on validation DSC with patience 30.
 RECIPE = TrainingRecipe(optimizer="adam", base_lr=1e-4, weight_decay=0.0, lr_schedule="cosine", batch_size=8,

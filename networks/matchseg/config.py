@@ -2,7 +2,8 @@
 
 MatchSeg (Huo et al., arXiv 2403.15901) is a UniverSeg-style CrossBlock U-Net with a Joint Attention module between
 the query and its support set. The paper gives neither widths nor the attention's placement; the defaults follow
-``shared/matchseg_spec.md`` (sections 3, 4 and 9) and are documented in README. Named presets live in ``PRESETS``.
+``shared/matchseg_spec.md`` (sections 3, 4 and 9) and are documented in docs/matchseg.md.
+Named presets live in ``PRESETS``.
 """
 from __future__ import annotations
 

@@ -14,15 +14,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from datasets.episodes.keys import SUPPORT_IMAGES, SUPPORT_LABELS
+
 from ..base import SegmentationModel
 from .blocks import CrossBlock, init_conv, per_support
 from .config import MatchSegConfig
 from .joint_attention import JointAttention
 from .loss import DiceBCEFocalLoss
 from .universeg_weights import load_universeg_weights
-
-SUPPORT_IMAGES = "support_images"
-SUPPORT_LABELS = "support_labels"
 
 
 class MatchSeg(SegmentationModel):

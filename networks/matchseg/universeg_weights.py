@@ -13,13 +13,12 @@ Three uses:
 * partial (``matchseg``, ``matchseg_wide``): the CrossBlocks and the head start from the file where the shapes
   agree; what stayed at initialisation (Joint Attention: gamma = 0, so with everything else loaded the network starts
   exactly as UniverSeg) and what was skipped for its shape is reported as a warning.
-* importer (:func:`universeg_checkpoint`, registered with ``networks.registry.register_weights_importer``): a bare
-  file becomes a ``universeg`` checkpoint whose config is read off the tensors, so that test.py / predict.py take it
-  as ``--checkpoint`` without training.
+* importer (:func:`.universeg_import.universeg_checkpoint`, registered with
+  ``networks.registry.register_weights_importer``): a bare file becomes a ``universeg`` checkpoint whose config is
+  read off the tensors, so that test.py / predict.py take it as ``--checkpoint`` without training.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
 import warnings
@@ -216,24 +215,6 @@ def _partial_notes(model: nn.Module, fit: WeightsFit, config: MatchSegConfig,
         notes.append(f"not in the file, left at initialisation: {_names(modules, limit=12)}"
                      + (" (Joint Attention, gamma = 0: the network starts exactly as UniverSeg)" if exact else ""))
     return notes
-
-
-# ----- importer: a bare file as a checkpoint ---------------------------------------------------------------------
-def universeg_checkpoint(state: Any) -> dict:
-    """A UniverSeg state_dict as a checkpoint of ``universeg`` (arch, model_config read off the tensors, weights
-    under our names), checked tensor by tensor against the model that config builds; ValueError naming the keys
-    otherwise. Holds no training ``args``: a test run names its support pool (README)."""
-    from .model import MatchSeg  # here: model.py imports this module
-
-    mapping = universeg_key_map(state)
-    config = file_config(state)
-    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
-        expected = MatchSeg(config, pretrained=False).state_dict()
-    fit = fit_to_model(state, mapping, expected)
-    problem = strict_problem(fit, config, state)
-    if problem is not None:
-        raise ValueError(problem)
-    return {"arch": ARCH, "model_config": dataclasses.asdict(config), "model": fit.tensors}
 
 
 def read_weights_file(path: str | Path) -> Any:

@@ -74,7 +74,7 @@ class SimMPNetConfig:
     fidelity: str = field(default="paper", metadata=_option(
         "paper: the method as the paper describes it; release: what the authors' released code computes (DS-GIM's "
         "integer masks, scikit-learn k-means, the extra warm-up forward, the release's W-LD timing, eval-mode "
-        "training after the first in-training test; see README)", choices=FIDELITY_MODES))
+        "training after the first in-training test; see docs/fidelity.md)", choices=FIDELITY_MODES))
     # the release's decoder DMW-LA layers use 10 clusters of 128-d features whatever the data set
     decoder_num_k: int = 10
     decoder_feature_dim: int = 128

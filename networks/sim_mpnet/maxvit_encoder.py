@@ -69,7 +69,7 @@ def build_backbone(name: str, img_size: int, pretrained: bool | str | Path | Non
         if name not in _warned_missing:
             _warned_missing.add(name)
             message = (f"NO PRETRAINED WEIGHTS: {path} not found, encoder 1 ({name}) starts from random weights. "
-                       f"Put the ImageNet MaxViT file there (see README) to reproduce the paper.")
+                       f"Put the ImageNet MaxViT file there (see docs/getting_started.md) to reproduce the paper.")
             warnings.warn(message, stacklevel=3)
             logger.warning(message)
         return backbone

@@ -1,0 +1,73 @@
+"""A DICOM series given as its folder (a scan exported slice by slice), read with SimpleITK / GDCM: slices ordered
+by position, rescale applied, the geometry of the series as a nibabel (RAS) affine. Single files are
+:mod:`datasets.io.dicom`'s."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError, first_line
+from .dicom import luma
+from .volumes import RawVolume, checked_volume
+
+__all__ = ["dicom_series_ids", "read_dicom_series"]
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])  # ITK's world (LPS) -> nibabel's (RAS)
+
+
+def dicom_series_ids(folder: str | os.PathLike) -> list[str]:
+    """Series instance UIDs of the DICOM files directly in ``folder`` (GDCM's scan; other files are ignored)."""
+    import SimpleITK as sitk  # only DICOM input needs it
+
+    try:
+        return list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+    except RuntimeError as exc:
+        raise DataError(folder, f"cannot scan the folder for DICOM files: {first_line(exc)}") from exc
+
+
+def read_dicom_series(folder: str | os.PathLike) -> RawVolume:
+    """The one DICOM series in ``folder`` (SimpleITK/GDCM, slices ordered by position, rescale applied), with the
+    affine of its geometry (ITK's LPS origin/spacing/direction turned into nibabel's RAS)."""
+    import SimpleITK as sitk
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(folder, "not a folder (a DICOM series is given as the folder of its files)")
+    series = dicom_series_ids(folder)
+    if not series:
+        entries = [entry for entry in folder.iterdir() if not entry.name.startswith(".")]
+        raise DataError(folder, "empty folder" if not entries else
+                        f"no DICOM series found among its {len(entries)} entries")
+    if len(series) > 1:
+        raise DataError(folder, f"mixed series: {len(series)} DICOM series in one folder "
+                                f"({', '.join(series[:3])}{' ...' if len(series) > 3 else ''}); "
+                                f"give each series its own folder")
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0]))
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise DataError(folder, f"cannot read the DICOM series (corrupt or truncated file?): {first_line(exc)}") \
+            from exc
+    components, notes = image.GetNumberOfComponentsPerPixel(), []
+    if components not in (1, 3):
+        raise DataError(folder, f"{components} components per pixel: the model takes grey volumes (1 channel)")
+    array = sitk.GetArrayFromImage(image)  # [z, y, x] (colour: [z, y, x, 3], YBR converted to RGB by GDCM)
+    if components == 3:  # as for a single colour file (datasets.io.dicom): luma, noted
+        array = luma(array)
+        notes.append("colour series converted to grey (BT.601 luma) for the grey model: its values are display "
+                     "intensities, not the modality's units (e.g. not CT HU)")
+    dimension = image.GetDimension()
+    spacing, origin = np.ones(3), np.zeros(3)
+    direction = np.eye(3)
+    spacing[:dimension], origin[:dimension] = image.GetSpacing(), image.GetOrigin()
+    direction[:dimension, :dimension] = np.reshape(image.GetDirection(), (dimension, dimension))
+    if dimension == 2:
+        array = array[None]
+        direction[:, 2] = np.cross(direction[:, 0], direction[:, 1])
+    lps = np.eye(4)
+    lps[:3, :3], lps[:3, 3] = direction * spacing, origin
+    data = checked_volume(folder, np.transpose(array, (2, 1, 0)), "DICOM series")
+    return RawVolume(data, LPS_TO_RAS @ lps, notes=notes)
