@@ -7,10 +7,11 @@ import functools
 import math
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from datasets.io.atomic import atomic_path
 
 __all__ = ["CLASS_COLOURS", "class_colours", "display_rgb", "overlay", "side_by_side", "image_grid", "text_strip",
            "legend", "legend_height", "save_png"]
@@ -183,12 +184,5 @@ def save_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
     rgb = np.asarray(rgb)
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"save_png: expected uint8 [H, W, 3], got {rgb.dtype} {rgb.shape}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # same folder, so os.replace is atomic
-    try:
+    with atomic_path(path) as temporary:
         Image.fromarray(rgb).save(temporary, format="PNG")
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
