@@ -121,8 +121,10 @@ def read_csv(directory: Path) -> dict[str, dict[str, dict[str, str]]]:
 
 
 def nan_mean(values: list[float]) -> float:
+    """The exact (correctly rounded) mean of the finite values: with a plain float sum, two cases of equal class
+    values in another order could compare unequal and the expected worst-first order would depend on rounding."""
     finite = [value for value in values if not math.isnan(value)]
-    return sum(finite) / len(finite) if finite else math.nan
+    return math.fsum(finite) / len(finite) if finite else math.nan
 
 
 def expected_order(cases: dict, metric: str, descending: bool = False) -> list[str]:
