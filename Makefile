@@ -64,7 +64,8 @@ lint: $(VENV_STAMP)
 	$(PY) -m ruff check .
 
 # One pytest worker per core, each taking whole test modules (--dist loadscope), so a module's expensive fixtures
-# (trained phantom runs, extracted old commits) are built once.
+# (trained phantom runs, extracted old commits) are built once; tests/conftest.py gives each worker one thread per
+# core it owns (OMP_NUM_THREADS), since two full thread pools on 2 cores made the suite 1.8x slower.
 TEST_WORKERS ?= 2
 
 test: lint
