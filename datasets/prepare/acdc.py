@@ -17,11 +17,11 @@ case_NNN_volume_{ED,ES}.npz`` (volumes), keys ``img``/``label``; lists in ``list
 """
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import sys
 from collections.abc import Sequence
+from functools import partial
 
 import numpy as np
 
@@ -31,6 +31,7 @@ from ..acdc import (
 from ..errors import DataError
 from ..io.lists import write_list
 from ..io.nifti import load_nifti_pair
+from .cli import preparation_parser, run_preparation
 from .splits import split_in_blocks
 
 SPLIT_FRACTIONS = (0.7, 0.1, 0.2)
@@ -127,7 +128,7 @@ def prepare_acdc(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status."""
-    parser = argparse.ArgumentParser(description="Convert the raw ACDC database to the MT-UNet npz format.")
+    parser = preparation_parser(__file__, "Convert the raw ACDC database to the MT-UNet npz format.")
     parser.add_argument("--raw_dir", required=True, help="ACDC 'database' folder (holding training/patientNNN)")
     parser.add_argument("--out_dir", default="./data/ACDC", help="writes OUT/train, OUT/valid, OUT/test")
     parser.add_argument("--list_dir", default="./lists/lists_ACDC")
@@ -136,14 +137,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         metavar=("TRAIN", "VALID", "TEST"))
     parser.add_argument("--include_testing", action="store_true", help="also use the 'testing' patients")
     args = parser.parse_args(argv)
-    try:
-        entries = prepare_acdc(args.raw_dir, args.out_dir, args.list_dir, args.seed, args.fractions,
-                               args.include_testing)
-    except DataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print("wrote " + ", ".join(f"{len(v)} {k}" for k, v in entries.items()) + f" items to {args.out_dir}")
-    return 0
+    prepare = partial(prepare_acdc, args.raw_dir, args.out_dir, args.list_dir, args.seed, args.fractions,
+                      args.include_testing)
+    return run_preparation(prepare, args.out_dir, args.list_dir)
 
 
 if __name__ == "__main__":

@@ -8,18 +8,15 @@ default (``matchseg_spec.md`` §6).
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-from collections.abc import Sequence
-from functools import partial
 
 from .binary_sets import (
     DEFAULT_SIZE, load_binary_pair, require_folder, split_groups, unique_entries, write_prepared,
 )
 from ..bus import BUS_IMAGE_DIR, BUS_IMAGE_SUFFIX, BUS_MASK_DIR, BUS_ROOT, BUS_SPLIT_FRACTIONS
 from ..errors import DataError
-from .cli import add_preparation_arguments, run_preparation
+from .cli import image_set_main
 
 DEFAULT_SEED = 0
 LAYOUT_HINT = (f"expected the BUS layout inside --src: {BUS_ROOT}/{BUS_IMAGE_DIR}/*{BUS_IMAGE_SUFFIX} and "
@@ -58,15 +55,16 @@ def prepare_bus(src: str, out: str, list_dir: str, size: int = DEFAULT_SIZE, see
     return write_prepared(out, list_dir, loaded, splits)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit status."""
-    parser = argparse.ArgumentParser(description="Convert the BUS (Dataset B) download to npz + lists.")
-    add_preparation_arguments(parser, f"folder holding {BUS_ROOT}/{BUS_IMAGE_DIR}/ and {BUS_ROOT}/{BUS_MASK_DIR}/",
-                              "./data/BUS", "writes OUT/<name>.npz", "./lists/lists_BUS", DEFAULT_SIZE)
-    parser.set_defaults(seed=DEFAULT_SEED)
-    args = parser.parse_args(argv)
-    return run_preparation(partial(prepare_bus, args.src, args.out, args.list_dir, args.size, args.seed),
-                           args.out, args.list_dir)
+# The command line (``python -m datasets.prepare.bus --src ...``): main(argv) -> exit status.
+main = image_set_main(
+    __file__, "Convert the BUS (Dataset B) download to npz + lists.", prepare_bus,
+    src_help=f"folder holding {BUS_ROOT}/{BUS_IMAGE_DIR}/ and {BUS_ROOT}/{BUS_MASK_DIR}/",
+    out="./data/BUS",
+    out_help="writes OUT/<name>.npz",
+    list_dir="./lists/lists_BUS",
+    size=DEFAULT_SIZE,
+    seed=DEFAULT_SEED,
+)
 
 
 if __name__ == "__main__":

@@ -9,19 +9,16 @@ united) -> ``OUT/<entry>.npz`` (entry ``benign (12)`` -> ``benign_12``); normal/
 """
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import sys
-from collections.abc import Sequence
-from functools import partial
 
 from .binary_sets import (
     DEFAULT_SIZE, load_binary_pair, require_folder, split_groups, unique_entries, write_prepared,
 )
 from ..busi import BUSI_CLASSES, BUSI_IMAGE_SUFFIX, BUSI_MASK_MARK, BUSI_ROOT, BUSI_SPLIT_FRACTIONS
 from ..errors import DataError
-from .cli import add_preparation_arguments, run_preparation
+from .cli import image_set_main
 
 DEFAULT_SEED = 0
 LAYOUT_HINT = (f"expected the official BUSI layout inside --src: {BUSI_ROOT}/{{{','.join(BUSI_CLASSES)},normal}}/"
@@ -87,15 +84,16 @@ def prepare_busi(src: str, out: str, list_dir: str, size: int = DEFAULT_SIZE, se
     return write_prepared(out, list_dir, loaded, splits)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit status."""
-    parser = argparse.ArgumentParser(description="Convert the official BUSI download to npz + lists.")
-    add_preparation_arguments(parser, f"folder holding {BUSI_ROOT}/ (or its class folders)", "./data/BUSI",
-                              "writes OUT/<class>_<n>.npz", "./lists/lists_BUSI", DEFAULT_SIZE)
-    parser.set_defaults(seed=DEFAULT_SEED)
-    args = parser.parse_args(argv)
-    return run_preparation(partial(prepare_busi, args.src, args.out, args.list_dir, args.size, args.seed),
-                           args.out, args.list_dir)
+# The command line (``python -m datasets.prepare.busi --src ...``): main(argv) -> exit status.
+main = image_set_main(
+    __file__, "Convert the official BUSI download to npz + lists.", prepare_busi,
+    src_help=f"folder holding {BUSI_ROOT}/ (or its class folders)",
+    out="./data/BUSI",
+    out_help="writes OUT/<class>_<n>.npz",
+    list_dir="./lists/lists_BUSI",
+    size=DEFAULT_SIZE,
+    seed=DEFAULT_SEED,
+)
 
 
 if __name__ == "__main__":

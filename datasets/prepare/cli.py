@@ -1,14 +1,23 @@
-"""The command line the colour sets' preparations share (``python -m datasets.prepare.<set> --src ... --out ...``)."""
+"""The command line the preparations share (``python -m datasets.prepare.<set> ...``): the parser, the colour sets'
+options (``--src ... --out ...``) and the run (one error line or a summary)."""
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 
 from ..argtypes import positive_int
 from ..errors import DataError
 
-__all__ = ["add_preparation_arguments", "run_preparation"]
+__all__ = ["add_preparation_arguments", "image_set_main", "preparation_parser", "run_preparation"]
+
+
+def preparation_parser(module_file: str, description: str) -> argparse.ArgumentParser:
+    """The parser of ``datasets/prepare/<set>.py``; its usage line names the command one types (argparse would name
+    the file, e.g. ``usage: synapse.py``)."""
+    return argparse.ArgumentParser(prog=f"python -m {__package__}.{Path(module_file).stem}", description=description)
 
 
 def add_preparation_arguments(
@@ -32,3 +41,20 @@ def run_preparation(prepare: Callable[[], Mapping[str, Sequence[str]]], out: str
         return 1
     print("wrote " + ", ".join(f"{len(v)} {k}" for k, v in entries.items()) + f" items to {out}, lists in {list_dir}")
     return 0
+
+
+def image_set_main(
+    module_file: str, description: str, prepare: Callable[..., Mapping[str, Sequence[str]]], src_help: str, out: str,
+    out_help: str, list_dir: str, size: int, seed: int | None = None,
+) -> Callable[[Sequence[str] | None], int]:
+    """The ``main(argv) -> exit status`` of a colour set whose preparation takes nothing but the shared options:
+    ``prepare(src, out, list_dir, size, seed)``."""
+    def main(argv: Sequence[str] | None = None) -> int:
+        parser = preparation_parser(module_file, description)
+        add_preparation_arguments(parser, src_help, out, out_help, list_dir, size)
+        parser.set_defaults(seed=seed)
+        args = parser.parse_args(argv)
+        return run_preparation(partial(prepare, args.src, args.out, args.list_dir, args.size, args.seed),
+                               args.out, args.list_dir)
+
+    return main

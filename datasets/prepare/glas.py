@@ -11,12 +11,9 @@ folder holding the images, or a folder with exactly one such subfolder (the down
 """
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import sys
-from collections.abc import Sequence
-from functools import partial
 
 from .binary_sets import DEFAULT_SIZE, load_binary_pair, require_folder, write_prepared
 from ..errors import DataError
@@ -24,7 +21,7 @@ from ..glas import (
     GLAS_ANNO_MARK, GLAS_IMAGE_SUFFIX, GLAS_TEST_PREFIXES, GLAS_TRAIN_PREFIX, GLAS_VAL_FRACTION,
 )
 from ..rgb import RGB_SPLITS
-from .cli import add_preparation_arguments, run_preparation
+from .cli import image_set_main
 from .splits import split_in_blocks
 
 DEFAULT_SEED = 0
@@ -86,15 +83,16 @@ def prepare_glas(src: str, out: str, list_dir: str, size: int = DEFAULT_SIZE, se
     return write_prepared(out, list_dir, loaded, splits)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit status."""
-    parser = argparse.ArgumentParser(description="Convert the official GlaS (Warwick-QU) download to npz + lists.")
-    add_preparation_arguments(parser, "folder holding train_*.bmp, testA_*.bmp, testB_*.bmp (+ _anno.bmp)",
-                              "./data/GlaS", "writes OUT/<name>.npz", "./lists/lists_GlaS", DEFAULT_SIZE)
-    parser.set_defaults(seed=DEFAULT_SEED)
-    args = parser.parse_args(argv)
-    return run_preparation(partial(prepare_glas, args.src, args.out, args.list_dir, args.size, args.seed),
-                           args.out, args.list_dir)
+# The command line (``python -m datasets.prepare.glas --src ...``): main(argv) -> exit status.
+main = image_set_main(
+    __file__, "Convert the official GlaS (Warwick-QU) download to npz + lists.", prepare_glas,
+    src_help="folder holding train_*.bmp, testA_*.bmp, testB_*.bmp (+ _anno.bmp)",
+    out="./data/GlaS",
+    out_help="writes OUT/<name>.npz",
+    list_dir="./lists/lists_GlaS",
+    size=DEFAULT_SIZE,
+    seed=DEFAULT_SEED,
+)
 
 
 if __name__ == "__main__":

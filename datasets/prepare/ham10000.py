@@ -11,12 +11,10 @@ image. Size 128 by default (``matchseg_spec.md`` §6).
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import os
 import sys
 from collections.abc import Sequence
-from functools import partial
 
 from .binary_sets import DEFAULT_SIZE, load_binary_pair, require_folder, write_prepared
 from ..errors import DataError
@@ -25,7 +23,7 @@ from ..ham10000 import (
     ham_test_split, write_lesion_ids,
 )
 from ..rgb import RGB_SPLITS
-from .cli import add_preparation_arguments, run_preparation
+from .cli import image_set_main
 from .splits import split_in_blocks
 
 DEFAULT_SEED = 0
@@ -119,15 +117,16 @@ def prepare_ham10000(src: str, out: str, list_dir: str, size: int = DEFAULT_SIZE
     return splits
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit status."""
-    parser = argparse.ArgumentParser(description="Convert the HAM10000 download to npz + lists (train on NV).")
-    add_preparation_arguments(parser, f"folder holding {HAM_METADATA}, the images and the masks (any subfolders)",
-                              "./data/HAM10000", "writes OUT/<image_id>.npz", "./lists/lists_HAM10000", DEFAULT_SIZE)
-    parser.set_defaults(seed=DEFAULT_SEED)
-    args = parser.parse_args(argv)
-    return run_preparation(partial(prepare_ham10000, args.src, args.out, args.list_dir, args.size, args.seed),
-                           args.out, args.list_dir)
+# The command line (``python -m datasets.prepare.ham10000 --src ...``): main(argv) -> exit status.
+main = image_set_main(
+    __file__, "Convert the HAM10000 download to npz + lists (train on NV).", prepare_ham10000,
+    src_help=f"folder holding {HAM_METADATA}, the images and the masks (any subfolders)",
+    out="./data/HAM10000",
+    out_help="writes OUT/<image_id>.npz",
+    list_dir="./lists/lists_HAM10000",
+    size=DEFAULT_SIZE,
+    seed=DEFAULT_SEED,
+)
 
 
 if __name__ == "__main__":

@@ -22,11 +22,8 @@ Awesome-U-Net, so evaluation needs no resampling (BCDU-Net/MCGU-Net used 256).
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-from collections.abc import Sequence
-from functools import partial
 
 import numpy as np
 
@@ -37,7 +34,7 @@ from ..isic2018 import (
     LESION_LABEL,
 )
 from ..rgb import resize_image, resize_label, write_rgb_item, write_split_lists
-from .cli import add_preparation_arguments, run_preparation
+from .cli import image_set_main
 from .splits import split_names
 
 DEFAULT_SIZE = 224
@@ -93,14 +90,15 @@ def prepare_isic2018(
     return splits
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit status."""
-    parser = argparse.ArgumentParser(description="Convert the official ISIC-2018 Task 1 training data to npz + lists.")
-    add_preparation_arguments(parser, f"folder holding {ISIC2018_IMAGE_DIR}/ and {ISIC2018_MASK_DIR}/",
-                              "./data/ISIC2018", "writes OUT/ISIC_xxxxxxx.npz", "./lists/lists_ISIC2018", DEFAULT_SIZE)
-    args = parser.parse_args(argv)
-    return run_preparation(partial(prepare_isic2018, args.src, args.out, args.list_dir, args.size, args.seed),
-                           args.out, args.list_dir)
+# The command line (``python -m datasets.prepare.isic2018 --src ...``): main(argv) -> exit status.
+main = image_set_main(
+    __file__, "Convert the official ISIC-2018 Task 1 training data to npz + lists.", prepare_isic2018,
+    src_help=f"folder holding {ISIC2018_IMAGE_DIR}/ and {ISIC2018_MASK_DIR}/",
+    out="./data/ISIC2018",
+    out_help="writes OUT/ISIC_xxxxxxx.npz",
+    list_dir="./lists/lists_ISIC2018",
+    size=DEFAULT_SIZE,
+)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ Awesome-U-Net, but by image (all crops of an image stay in one split) in sorted-
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Sequence
@@ -45,7 +44,7 @@ from ..segpc2021 import (
     MASK_VALUE_TO_LABEL, NUCLEUS_LABEL, SEGPC2021_CROP_SCALE, SEGPC2021_IMAGE_DIR, SEGPC2021_MASK_DIR,
     SEGPC2021_SPLIT_FRACTIONS, SEGPC2021_SUFFIX, segpc_item_name,
 )
-from .cli import add_preparation_arguments, run_preparation
+from .cli import add_preparation_arguments, preparation_parser, run_preparation
 from .splits import split_names
 
 DEFAULT_SIZE = 224
@@ -236,8 +235,7 @@ def prepare_segpc2021(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status."""
-    parser = argparse.ArgumentParser(description="Convert the official SegPC-2021 train/validation data to npz "
-                                                 "+ lists.")
+    parser = preparation_parser(__file__, "Convert the official SegPC-2021 train/validation data to npz + lists.")
     add_preparation_arguments(parser, "folder holding TCIA_SegPC_dataset (or its train/validation)",
                               "./data/SegPC2021", "writes OUT/<image>_<n>.npz (crop) or OUT/<image>.npz (image)",
                               "./lists/lists_SegPC2021", DEFAULT_SIZE)

@@ -13,17 +13,18 @@ case to ``<out_dir>/test_vol_h5/caseNNNN.npy.h5``; list files ``train.txt`` and
 """
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import sys
 from collections.abc import Sequence
+from functools import partial
 
 import numpy as np
 
 from ..errors import DataError
 from ..io.lists import write_list
 from ..io.nifti import load_nifti_pair
+from .cli import preparation_parser, run_preparation
 from ..synapse import (  # HU window and scaling, slice axes: shared with prediction on raw scans (the spec)
     HU_MAX, HU_MIN, SLICE_AXES, SYNAPSE_TEST_CASES, TEST_DIR_NAME, TEST_SPLIT, TRAIN_DIR_NAME, TRAIN_SPLIT,
     clip_and_scale_hu, synapse_case_name, write_synapse_test_case, write_synapse_train_case,
@@ -104,19 +105,14 @@ def prepare_synapse(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status."""
-    parser = argparse.ArgumentParser(description="Convert Synapse/BTCV RawData to the TransUNet npz/h5 format.")
+    parser = preparation_parser(__file__, "Convert Synapse/BTCV RawData to the TransUNet npz/h5 format.")
     parser.add_argument("--raw_dir", required=True, help="RawData folder (holding Training/img, Training/label)")
     parser.add_argument("--out_dir", default="./data/Synapse", help="writes OUT/train_npz and OUT/test_vol_h5")
     parser.add_argument("--list_dir", default="./lists/lists_Synapse")
     parser.add_argument("--test_cases", type=int, nargs="+", default=list(SYNAPSE_TEST_CASES))
     args = parser.parse_args(argv)
-    try:
-        result = prepare_synapse(args.raw_dir, args.out_dir, args.list_dir, args.test_cases)
-    except DataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"wrote {len(result['train_slices'])} training slices and {len(result['test_cases'])} test volumes")
-    return 0
+    return run_preparation(partial(prepare_synapse, args.raw_dir, args.out_dir, args.list_dir, args.test_cases),
+                           args.out_dir, args.list_dir)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 registered phantom goes through ``python -m datasets.phantoms`` into data its own reader accepts."""
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -122,3 +123,13 @@ def test_phantom_cli_writes_data_the_spec_reads(name, tmp_path):
     too_few = spec.build(volume_dir, list_dir, spec.test_split, spec.num_classes - 1)
     with pytest.raises(DataError, match="outside"):
         [too_few[i] for i in range(len(too_few))]
+
+
+@pytest.mark.parametrize("name", list_datasets())
+def test_preparation_usage_names_the_command_one_types(name, capsys):
+    """``--help`` of a set's preparation module starts ``usage: python -m <its module>`` (not the file's name)."""
+    module = importlib.import_module(get_dataset(name).prepare_module)
+    with pytest.raises(SystemExit) as exited:
+        module.main(["--help"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: python -m {get_dataset(name).prepare_module} ")
