@@ -6,11 +6,11 @@
 Models: ``matchseg`` (RGB, widths 64, Joint Attention on the <= 32x32 levels) and ``universeg`` (grey, widths 64,
 no Joint Attention), both as ``networks.create_model`` builds them with 2 classes at ``--img_size``. Each gets a
 fixed random batch: query ``[B, C, H, W]``, ``--shots`` supports ``[B, k, C, H, W]`` with binary labels, query
-labels. train_step_s: forward_batch, the model's default loss (Dice + BCE + Focal), backward, the trainer's AdamW
-step; infer_s: forward_batch under inference_mode. The models alternate within each repetition; medians are
-reported. peak_mem_mb is the train step's, measured as benchmarks/bench_model.py measures it: a child process builds
-only that model and runs one train step (CUDA max_memory_allocated, CPU peak growth of the resident set). "ratio":
-matchseg / universeg of every figure.
+labels. train_step_s: forward_batch, the model's default loss (Dice + BCE + Focal), backward, the step of the
+optimiser the trainer builds from the model's registered recipe (Adam); infer_s: forward_batch under inference_mode.
+The models alternate within each repetition; medians are reported. peak_mem_mb is the train step's, measured as
+benchmarks/bench_model.py measures it: a child process builds only that model and runs one train step (CUDA
+max_memory_allocated, CPU peak growth of the resident set). "ratio": matchseg / universeg of every figure.
 
 Retrieval (``--retrieval_items N``, 0 to skip): N cached embeddings (seeded standard-normal, float32) per
 dimension of ``--retrieval_dims`` (512: CLIP ViT-B/32; 1764: the default HOG backend), every one a query against
@@ -44,7 +44,7 @@ from bench_model import (  # noqa: E402
 from datasets.episodes.backends import EmbeddingBackend  # noqa: E402
 from datasets.episodes.cache import cached_embeddings  # noqa: E402
 from datasets.episodes.retrieval import topk_supports  # noqa: E402
-from networks import create_model  # noqa: E402
+from networks import create_model, model_entry  # noqa: E402
 from utils.checkpoint import json_safe  # noqa: E402
 
 MODELS = ("matchseg", "universeg")
@@ -108,7 +108,7 @@ def model_workloads(args, device, names) -> dict:
         batch, labels = model_batch(name, args, device)
         criterion = model.default_loss()
         workloads[name] = steps_for(model, lambda m, b=batch, y=labels, f=criterion: f(m.forward_batch(b), y),
-                                    lambda m, b=batch: m.forward_batch(b), args, device)
+                                    lambda m, b=batch: m.forward_batch(b), args, device, model_entry(name).recipe)
     args.params = params
     return workloads
 

@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from datasets import get_dataset  # noqa: E402
+from networks.recipe import RELEASE_RECIPE, TrainingRecipe  # noqa: E402
 from networks.sim_mpnet import DMWLA, SimMPNet, dataset_settings  # noqa: E402
 from tests.reference import use_reference_impl  # noqa: E402
 from utils.checkpoint import atomic_write_json  # noqa: E402
@@ -128,9 +129,11 @@ def both_implementations(fast: torch.nn.Module, impls, args) -> dict:
     return models
 
 
-def steps_for(module, loss_of, forward_of, args, device):
+def steps_for(module, loss_of, forward_of, args, device, recipe: TrainingRecipe = RELEASE_RECIPE):
+    """(train_step, infer) closures; the train step's optimiser is the one the trainer builds from ``recipe``."""
     amp = AMP_DTYPES[args.amp]
-    optimizer = make_optimizer(module.parameters(), lr=1e-4)  # the trainer's
+    optimizer = make_optimizer(module.parameters(), lr=recipe.base_lr, weight_decay=recipe.weight_decay,
+                               kind=recipe.optimizer)
     scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
 
     def train_step():

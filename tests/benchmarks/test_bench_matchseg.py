@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from networks import create_model
+from networks import create_model, model_entry
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import bench_matchseg  # noqa: E402
@@ -39,8 +39,8 @@ def run(tmp_path_factory):
     path = tmp_path_factory.mktemp("bench") / "out" / "report.json"
     path.parent.mkdir()
     path.write_text("old")
-    renames, retrievals = [], []
-    real_replace, real_retrieve = os.replace, bench_matchseg.retrieve
+    renames, retrievals, recipes = [], [], []
+    real_replace, real_retrieve, real_steps_for = os.replace, bench_matchseg.retrieve, bench_matchseg.steps_for
 
     def replace(src, dst):
         if Path(dst) == path:  # at the rename: the whole new report is in the temporary file, the old one in place
@@ -52,13 +52,18 @@ def run(tmp_path_factory):
         retrievals.append((embeddings.copy(), k, result[0].clone()))
         return result
 
+    def steps_for(*args):
+        recipes.append(args[5])
+        return real_steps_for(*args)
+
     threads = torch.get_num_threads()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(os, "replace", replace)
         patch.setattr(bench_matchseg, "retrieve", retrieve)
+        patch.setattr(bench_matchseg, "steps_for", steps_for)
         returned = bench_matchseg.main([*TINY, "--json", str(path)])
     torch.set_num_threads(threads)
-    return dict(report=returned, path=path, renames=renames, retrievals=retrievals)
+    return dict(report=returned, path=path, renames=renames, retrievals=retrievals, recipes=recipes)
 
 
 def test_report_structure(run):
@@ -139,3 +144,27 @@ def test_retrieval_items_must_exceed_k(capsys):
     with pytest.raises(SystemExit) as exit_info:
         bench_matchseg.main([*TINY, "--retrieval_items", str(SHOTS)])
     assert exit_info.value.code == 2 and "--retrieval_items" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["matchseg", "universeg"])
+def test_the_timed_train_step_takes_the_step_of_the_models_registered_recipe(name, run):
+    """Each model's steps are built with its registered recipe; one timed train step on a float64 module equals a
+    plain (unfused) step of that optimiser, Adam with lr 1e-4 and no weight decay (AdamW's decay alone, lr * 1e-4
+    * weight, would differ by ~1e-8 of each weight)."""
+    recipe = model_entry(name).recipe
+    assert recipe in run["recipes"] and len(run["recipes"]) == 2
+    assert (recipe.optimizer, recipe.weight_decay) == ("adam", 0.0)
+    torch.manual_seed(0)
+    timed = torch.nn.Linear(4, 3).double()
+    expected = torch.nn.Linear(4, 3).double()
+    expected.load_state_dict(timed.state_dict())
+    inputs = torch.randn(5, 4, dtype=torch.float64)
+    args = bench_matchseg.parse_args(["--device", "cpu"])
+    train_step, _ = bench_matchseg.steps_for(timed, lambda m: m(inputs).square().mean(), lambda m: m(inputs), args,
+                                             torch.device("cpu"), recipe)
+    train_step()
+    optimizer = torch.optim.Adam(expected.parameters(), lr=recipe.base_lr, weight_decay=0.0, foreach=False)
+    expected(inputs).square().mean().backward()
+    optimizer.step()
+    for name_, value in expected.state_dict().items():
+        torch.testing.assert_close(timed.state_dict()[name_], value, rtol=0, atol=1e-15)
