@@ -40,7 +40,7 @@ from networks.sim_mpnet import DMWLA, SimMPNet, dataset_settings  # noqa: E402
 from tests.reference import use_reference_impl  # noqa: E402
 from utils.checkpoint import atomic_write_json  # noqa: E402
 from utils.inference import resolve_device  # noqa: E402
-from utils.optimisation import make_optimizer  # noqa: E402
+from utils.optimisation import recipe_optimizer  # noqa: E402
 
 IMPLS = ("fast", "reference")
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -132,8 +132,7 @@ def both_implementations(fast: torch.nn.Module, impls, args) -> dict:
 def steps_for(module, loss_of, forward_of, args, device, recipe: TrainingRecipe = RELEASE_RECIPE):
     """(train_step, infer) closures; the train step's optimiser is the one the trainer builds from ``recipe``."""
     amp = AMP_DTYPES[args.amp]
-    optimizer = make_optimizer(module.parameters(), lr=recipe.base_lr, weight_decay=recipe.weight_decay,
-                               kind=recipe.optimizer)
+    optimizer = recipe_optimizer(module.parameters(), recipe)
     scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
 
     def train_step():

@@ -28,6 +28,12 @@ def make_optimizer(parameters, lr: float, weight_decay: float = WEIGHT_DECAY, ki
         return optimizer_class(parameters, lr=lr, weight_decay=weight_decay)
 
 
+def recipe_optimizer(parameters, recipe: TrainingRecipe) -> torch.optim.Optimizer:
+    """The optimiser a recipe names, at its base lr and weight decay: what the trainer trains with and the
+    benchmarks time."""
+    return make_optimizer(parameters, recipe.base_lr, recipe.weight_decay, recipe.optimizer)
+
+
 def effective_recipe(config: TrainConfig) -> tuple[TrainingRecipe, str | None]:
     """The run's recipe and a note: early stopping is measured on the validation list, so without one
     (``--val_list none``) it is off (patience 0), said once in the log rather than refused, because a family's

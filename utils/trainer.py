@@ -45,7 +45,7 @@ from utils.evaluator import build_eval_dataset, evaluate_model, gt_pred_panel
 from utils.inference import sum_of_heads
 from utils.metrics import summarize
 from utils.model_input import with_model_input
-from utils.optimisation import effective_recipe, make_optimizer, set_learning_rate
+from utils.optimisation import effective_recipe, recipe_optimizer, set_learning_rate
 from utils.resume import TrainState, make_checkpoint, recorded_options, restore_training
 from utils.runlog import (
     CreatedPaths, CsvLog, TensorBoard, amp_dtype, logger, removed_on_failure, run_logging, seed_everything,
@@ -190,8 +190,7 @@ class Trainer:
 
     def create_optimizer(self) -> torch.optim.Optimizer:
         """The recipe's optimiser (a seam for tests); its learning rate is set per epoch by the schedule."""
-        recipe = self.recipe
-        return make_optimizer(self.model.parameters(), recipe.base_lr, recipe.weight_decay, recipe.optimizer)
+        return recipe_optimizer(self.model.parameters(), self.recipe)
 
     @property
     def stopped_early(self) -> bool:
