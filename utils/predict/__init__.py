@@ -29,7 +29,8 @@ line (``error: <path>: <problem>``) and the others are still processed; the run 
 
 By concern: :mod:`.inputs` (finding the inputs), :mod:`.readers` (an input as the data set holds it; the file formats
 are :mod:`datasets.io`'s), :mod:`.geometry` (raw voxel order <-> training layout), :mod:`.writers` (probabilities,
-volumes.csv, supports.csv), :mod:`.run` (:class:`Predictor`, :func:`predict`), :mod:`.cli` (the options, :func:`main`).
+volumes.csv, supports.csv), :mod:`.segmenter` (arrays in, arrays out: :class:`Segmenter`, which the Python API
+``api.py`` shares), :mod:`.run` (:class:`Predictor`, :func:`predict`), :mod:`.cli` (the options, :func:`main`).
 """
 from datasets.io.dicom_series import read_dicom_series
 from datasets.io.nifti import read_nifti
@@ -39,10 +40,12 @@ from .geometry import SliceLayout, voxel_volume_mm3
 from .inputs import IMAGE_SUFFIXES, NIFTI_SUFFIXES, PREPARED_SUFFIXES, InputItem, file_format, find_inputs
 from .readers import read_picture, read_raw_volume
 from .run import STORED_ORIENTATION, PredictConfig, Predictor, PredictSummary, predict
+from .segmenter import PictureSegmentation, Segmenter, VolumeSegmentation, load_segmenter
 from .writers import existing_labels, volume_rows, volumes_csv_text
 
 __all__ = ["PredictConfig", "PredictSummary", "Predictor", "InputItem", "find_inputs", "file_format", "SliceLayout",
            "predict", "main", "build_predict_parser", "PredictParser", "read_nifti",
            "read_dicom_series", "read_raw_volume", "read_picture", "existing_labels", "volume_rows",
            "volumes_csv_text", "voxel_volume_mm3", "NIFTI_SUFFIXES", "PREPARED_SUFFIXES", "IMAGE_SUFFIXES",
-           "STORED_ORIENTATION", "DEFAULT_OVERLAY_SLICES"]
+           "STORED_ORIENTATION", "DEFAULT_OVERLAY_SLICES", "Segmenter", "load_segmenter",
+           "VolumeSegmentation", "PictureSegmentation"]
