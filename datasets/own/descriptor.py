@@ -148,7 +148,8 @@ def load_descriptor(folder_or_file: str | os.PathLike) -> Descriptor:
             raise DataError(path, f"descriptor version {data.get('version')!r}, this code reads "
                                   f"{DESCRIPTOR_VERSION}: prepare the set again")
         data = {key: _tuple(value) for key, value in data.items()}
-        data["intensity"] = tuple(ChannelIntensity(**item) for item in data["intensity"])
+        data["intensity"] = tuple(ChannelIntensity(**{key: _tuple(value) for key, value in item.items()})
+                                  for item in data["intensity"])
         data["cases"] = {name: CaseGeometry(**{key: _tuple(value) for key, value in case.items()})
                          for name, case in data["cases"].items()}
         data["splits"] = {split: tuple(names) for split, names in data["splits"].items()}
