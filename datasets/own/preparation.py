@@ -92,15 +92,26 @@ def _label_plan(raw: RawSet, options: OwnOptions, jobs_workers: int) -> tuple[tu
     if raw.format != "folder":
         values = tuple(raw.labels)
         return values, tuple(raw.labels[v] for v in values[1:]), False
-    found = set().union(*map_cases(mask_values, [(case, raw) for case in raw.cases], jobs_workers, "reading masks",
-                                   options.progress))
+    per_case = map_cases(mask_values, [(case, raw) for case in raw.cases], jobs_workers, "reading masks",
+                         options.progress)
+    found = set().union(*per_case)
     binary = UINT8_MAX in found and found <= {0, UINT8_MAX}
+    if UINT8_MAX in found and not binary and not options.class_names:
+        case = next(case for case, values in zip(raw.cases, per_case) if UINT8_MAX in values)
+        raise DataError(case.label, f"mask value {UINT8_MAX} among class indices {sorted(found - {UINT8_MAX})[:5]} "
+                                    f"of the set: binary masks are 0/255, class-index masks 0..K-1 (or give "
+                                    f"--class_names)")
     if options.class_names:
         names = tuple(options.class_names)
     elif binary:
         names = ("foreground",)
     else:
         names = tuple(f"class_{index}" for index in range(1, max(max(found), 1) + 1))
+    for case, values in zip(raw.cases, per_case):  # the first mask in name order beyond the classes
+        top = max(values)
+        if not binary and top > len(names):
+            raise DataError(case.label, f"mask values up to {top} beyond the class count {len(names) + 1} (classes "
+                                        f"0..{len(names)}; binary masks are 0/255)")
     return ((0, UINT8_MAX) if binary else tuple(range(len(names) + 1))), names, binary
 
 

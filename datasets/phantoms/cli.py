@@ -6,6 +6,7 @@ no change here.
     python -m datasets.phantoms --dataset synapse --out data/phantom    # data/phantom/Synapse, lists/lists_Synapse
     python -m datasets.phantoms --dataset isic2018 --out data/phantom   # data/phantom/ISIC2018, lists/lists_ISIC2018
     python -m datasets.phantoms --dataset segpc2021 --out data/phantom --official   # fake download to prepare
+    python -m datasets.phantoms --format nnunet --out data/raw   # a raw own data set (nnunet, msd, folder) to prepare
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 
 from .. import get_dataset, list_datasets  # importing the package registers the sets
 from ..registry import PhantomSpec
+from .own import RAW_FORMAT_OPTIONS, RAW_FORMATS, write_raw_phantom
 
 # Count/size options (None: the writer's default) and what they count.
 OPTION_HELP = {
@@ -62,7 +64,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     titles = "; ".join(f"{name}: {get_dataset(name).title}" for name in names)
     parser = argparse.ArgumentParser(prog="python -m datasets.phantoms",
                                      description=f"Write a deterministic synthetic data set ({titles}).")
-    parser.add_argument("--dataset", choices=names, required=True)
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--dataset", choices=names)
+    which.add_argument("--format", choices=sorted(RAW_FORMATS),
+                       help="write a tiny raw data set in this format instead (the input of python -m "
+                            "datasets.prepare.own; --num_train, --num_test (nnunet), --size (folder), --seed)")
     folders = "|".join(get_dataset(name).phantom.dir_name for name in names)
     parser.add_argument("--out", required=True, help=f"writes OUT/<{folders}>/... and OUT/lists/lists_<name>/")
     parser.add_argument("--seed", type=int, default=0)
@@ -80,9 +86,25 @@ def fail(message: str) -> int:
     return 2
 
 
+def raw_main(args: argparse.Namespace) -> int:
+    """``--format``: write a raw own data set (datasets/phantoms/own.py)."""
+    given = {option: getattr(args, option) for option in OPTION_HELP if getattr(args, option) is not None}
+    taken = RAW_FORMAT_OPTIONS[args.format]
+    refused = [option for option in given if option not in taken]
+    if refused or args.official:
+        return fail(f"--format {args.format} takes {', '.join(f'--{o}' for o in taken)} and --seed, not "
+                    f"--{(refused or ['official'])[0]}")
+    root = write_raw_phantom(args.format, args.out, seed=args.seed, **given)
+    print(f"wrote a raw {args.format} data set to {root}; prepare it with: python -m datasets.prepare.own "
+          f"--src {root} --out data/{os.path.basename(root).lower()}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status (2 for an option the chosen set does not take)."""
     args = parse_args(argv)
+    if args.format:
+        return raw_main(args)
     spec = get_dataset(args.dataset)
     phantom = spec.phantom
     given = {option: getattr(args, option) for option in OPTION_HELP if getattr(args, option) is not None}

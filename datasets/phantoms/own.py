@@ -20,7 +20,8 @@ from ..io.atomic import atomic_path, atomic_write_text
 from ..io.images import save_image_file
 from .shapes import check_counts
 
-__all__ = ["RAW_FORMATS", "write_nnunet_phantom", "write_msd_phantom", "write_folder_phantom", "write_raw_phantom"]
+__all__ = ["RAW_FORMATS", "RAW_FORMAT_OPTIONS", "write_nnunet_phantom",
+           "write_msd_phantom", "write_folder_phantom", "write_raw_phantom"]
 
 NNUNET_DIR, MSD_DIR, FOLDER_DIR = "Dataset901_Phantom", "Task901_Phantom", "Folder_Phantom"
 CLASS_NAMES = ("organ", "lesion")
@@ -132,6 +133,7 @@ def write_folder_phantom(out: str, seed: int = 0, num_train: int = 10, size: int
 
 
 RAW_FORMATS = {"nnunet": write_nnunet_phantom, "msd": write_msd_phantom, "folder": write_folder_phantom}
+RAW_FORMAT_OPTIONS = {"nnunet": ("num_train", "num_test"), "msd": ("num_train",), "folder": ("num_train", "size")}
 
 
 def write_raw_phantom(raw_format: str, out: str, seed: int = 0, **counts: int) -> str:
