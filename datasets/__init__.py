@@ -29,6 +29,7 @@ from .errors import DataError
 from .glas import GlaSDataset as GlaSDataset
 from .ham10000 import HAM10000Dataset as HAM10000Dataset
 from .isic2018 import ISIC2018Dataset
+from .own import spec as spec  # registers the prepared own-data folders: --dataset data/NAME
 from .registry import (
     DatasetSpec, PhantomSpec, build_dataset, build_train_transform, get_dataset, list_datasets, register_dataset,
     unregister_dataset,

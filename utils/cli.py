@@ -22,6 +22,7 @@ from typing import Any
 
 from datasets import get_dataset, list_datasets
 from datasets.argtypes import non_negative_int, positive_int
+from datasets.registry import DISTANCE_UNITS
 from datasets.errors import DataError
 from datasets.episodes.providers import get_context
 from networks import list_models, model_entry
@@ -59,9 +60,18 @@ def canonical_dataset(name: str) -> str:
 
 
 def default_run_dir(dataset: str, tag: str, img_size: int) -> str:
-    """``runs/<dataset>_<tag>_<img_size>``; the tag is the model's scale where it has one (the release's naming,
-    e.g. ``runs/synapse_small_256``), else the model's name."""
-    return os.path.join(RUNS_DIR, f"{dataset}_{tag}_{img_size}")
+    """``runs/<dataset>_<tag>_<img_size>`` (an own data set: its folder's name); the tag is the model's scale where
+    it has one (the release's naming, e.g. ``runs/synapse_small_256``), else the model's name."""
+    return os.path.join(RUNS_DIR, f"{get_dataset(dataset).short_name}_{tag}_{img_size}")
+def dataset_argument(text: str) -> str:
+    """argparse type of a ``--dataset`` value: a registered name or a prepared own data set's folder, as the
+    registry names it (a folder: its absolute path)."""
+    try:
+        return canonical_dataset(text)
+    except (ValueError, DataError) as exc:
+        raise argparse.ArgumentTypeError(" ".join(str(exc).split())) from exc
+
+
 
 
 def _optional_path(text: str) -> str | None:
@@ -200,6 +210,10 @@ def _add_release_compat(parser: argparse.ArgumentParser, dataset: str, role: str
     group.add_argument("--dataset", default=None, help=f"data set name (this run: {dataset})")
     group.add_argument("--deterministic", type=int, default=1,
                        help="1: deterministic cuDNN kernels (benchmark off); 0: cuDNN autotuning")
+        parser.add_argument("--distance_unit", choices=DISTANCE_UNITS, default=None,
+                            help=f"unit of HD95 and ASD: pixel (voxel steps, the benchmark papers' protocol) or mm "
+                                 f"(from the voxel spacing of sets that have one) (default: the data set's, "
+                                 f"{get_dataset(dataset).distance_unit})")
     for name, why in IGNORED_OPTIONS[role].items():
         group.add_argument(f"--{name}", type=float if name == "base_lr" else int, default=None, help="ignored: " + why)
 

@@ -97,6 +97,7 @@ class EvalConfig:
     deterministic: int = 1
     batch_size: int = 16
     metrics: str = "transunet"
+    distance_unit: str | None = None  # HD95 / ASD in 'pixel' or 'mm'; None: the data set's (DatasetSpec.distance_unit)
     is_savenii: bool = False
     test_save_dir: str | None = None
     save_overlays: int = 0

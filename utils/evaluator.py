@@ -20,21 +20,22 @@ import torch
 from tqdm import tqdm
 
 from datasets import get_dataset
-from datasets.io.nifti import nifti_bytes
+from datasets.io.nifti import label_nifti_bytes, nifti_bytes, volume_nifti_bytes
 from datasets.registry import DATA_KINDS
 from utils.checkpoint import (
     CheckpointError, atomic_write_bytes, atomic_write_json, atomic_write_text, build_model_from_checkpoint, json_safe,
 )
 from utils.config import EvalConfig, RunOptions, saved_options
 from utils.inference import model_device, predict_image, predict_volume, resolve_device
-from utils.metrics import METRIC_NAMES, case_metrics, summarize
+from utils.metrics import METRIC_NAMES, case_metrics, metric_columns, summarize
 from utils.runlog import CreatedPaths, amp_dtype, format_table, logger, removed_on_failure, run_logging, seed_everything
 from utils.batch_context import model_context, with_test_context
 from utils.report import REPORT_HTML, write_test_report
 from utils.model_input import model_input_conversion, with_model_input
 from utils.visual import image_grid, overlay, save_png, side_by_side
 
-CSV_COLUMNS = ("case", "class", *METRIC_NAMES)
+CSV_COLUMNS = ("case", "class", *METRIC_NAMES)  # in pixels; in mm: metric_columns("mm")
+DISTANCE_UNIT_WORDS = {"pixel": "px", "mm": "mm"}
 NIFTI_SUFFIXES = {"image": "_img.nii.gz", "prediction": "_pred.nii.gz", "label": "_gt.nii.gz"}
 
 # on_case(case, image, prediction, label, context): context = the item's entries beyond image/label/name
@@ -53,7 +54,9 @@ def data_kind(dataset: str) -> str:
     return get_dataset(dataset).kind
 
 
-ITEM_KEYS = ("image", "label", "case_name")  # an evaluation item's own entries; any others are model context
+# an evaluation item's own entries (``spacing``: its voxel size per axis, in mm, where the set has geometry); any
+# others are model context
+ITEM_KEYS = ("image", "label", "case_name", "spacing")
 
 
 def predict_case(model: torch.nn.Module, image: np.ndarray, *, kind: str, img_size: int, batch_size: int = 16,
@@ -88,6 +91,18 @@ def item_context(item: dict, model: torch.nn.Module, kind: str) -> dict:
 
 
 def check_input_channels(checkpoint: str | Path, model: torch.nn.Module, dataset: str) -> None:
+def item_spacing(item: dict, distance_unit: str) -> np.ndarray | None:
+    """The voxel spacing the distances of ``item`` are measured with: None in pixels, the item's ``spacing`` (one
+    value per axis of its label map) in millimetres."""
+    if distance_unit != "mm":
+        return None
+    spacing = item.get("spacing")
+    if spacing is None:
+        raise ValueError(f"case {item['case_name']}: HD95 / ASD in mm need the voxel spacing, which this data set's "
+                         f"items do not carry; use --distance_unit pixel")
+    return np.asarray(spacing, dtype=np.float64)
+
+
     """CheckpointError unless the model takes the data set's images: its channel count (1 grey, 3 RGB), or 1 for a
     colour set (converted to grey, utils.model_input)."""
     try:
@@ -100,10 +115,12 @@ def evaluate_model(model: torch.nn.Module, dataset: torch.utils.data.Dataset, *,
                    num_classes: int, protocol: str = "transunet", batch_size: int = 16,
                    device: torch.device | None = None, amp: torch.dtype | None = None,
                    on_case: CaseCallback | None = None, desc: str = "evaluate",
-                   tta: str | None = None) -> tuple[dict[str, np.ndarray], dict]:
+                   tta: str | None = None, distance_unit: str = "pixel") -> tuple[dict[str, np.ndarray], dict]:
     """Predict and score every case of ``dataset``: volumes (``kind='volume'``: ``predict_volume`` in batches of
     ``batch_size`` slices) or 2-D images (``kind='image'``: ``predict_image``, one image per forward); ``tta='flip'``
-    averages the probabilities over mirrored inputs (``utils.inference.class_scores``).
+    averages the probabilities over mirrored inputs (``utils.inference.class_scores``). ``distance_unit``: HD95 and
+    ASD in voxel steps ('pixel') or in millimetres ('mm': from each item's ``spacing`` entry, ValueError for an item
+    without one).
 
     Returns ``(per_case, summary)``: ``per_case[case_name]`` is the ``[num_classes-1, 4]`` metric array of
     ``case_metrics`` (on the 3-D or 2-D label map); ``summary`` is ``utils.metrics.summarize(per_case)``.
@@ -114,12 +131,14 @@ def evaluate_model(model: torch.nn.Module, dataset: torch.utils.data.Dataset, *,
     if kind not in DATA_KINDS:  # before the first case is loaded
         raise ValueError(f"kind must be one of {', '.join(DATA_KINDS)}, got {kind!r}")
     per_case: dict[str, np.ndarray] = {}
+    metric_columns(distance_unit)  # a bad unit is an error before the first case, too
     for index in tqdm(range(len(dataset)), desc=desc, leave=False, disable=None):
         item = dataset[index]
         image, label, case = item["image"], item["label"], item["case_name"]
         prediction = predict_case(model, image, kind=kind, img_size=img_size, batch_size=batch_size, device=device,
                                   amp=amp, context=item_context(item, model, kind), tta=tta)
-        per_case[case] = case_metrics(prediction, label, num_classes, protocol=protocol)
+        per_case[case] = case_metrics(prediction, label, num_classes, protocol=protocol,
+                                      spacing=item_spacing(item, distance_unit))
         if on_case is not None:
             on_case(case, image, prediction, label, context_entries(item))
     return per_case, summarize(per_case)
@@ -128,11 +147,11 @@ def evaluate_model(model: torch.nn.Module, dataset: torch.utils.data.Dataset, *,
 # ----------------------------------------------------------------------------------------------------------------
 # Output files
 # ----------------------------------------------------------------------------------------------------------------
-def metrics_csv_text(per_case: dict[str, np.ndarray], labels: Sequence[str]) -> str:
-    """CSV with one row per (case, class): case, class, dice, hd95, jaccard, asd."""
+def metrics_csv_text(per_case: dict[str, np.ndarray], labels: Sequence[str], distance_unit: str = "pixel") -> str:
+    """CSV with one row per (case, class): case, class, dice, hd95, jaccard, asd (in mm: hd95_mm, asd_mm)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+    writer.writerow(("case", "class", *metric_columns(distance_unit)))
     for case, metrics in per_case.items():
         for label, row in zip(labels, metrics):
             writer.writerow([case, label, *(f"{value:.6g}" for value in row)])
@@ -140,22 +159,27 @@ def metrics_csv_text(per_case: dict[str, np.ndarray], labels: Sequence[str]) -> 
 
 
 def summary_record(summary: dict, labels: Sequence[str], protocol: str, checkpoint: str | None,
-                   num_cases: int) -> dict:
-    """JSON-ready summary: means, per-class metrics by class name, protocol, checkpoint path."""
+                   num_cases: int, distance_unit: str = "pixel") -> dict:
+    """JSON-ready summary: means, per-class metrics by class name, protocol, checkpoint path, the unit of HD95 and
+    ASD (``distance_unit``: 'pixel' or 'mm')."""
     per_class = [{"class": label, **{name: stats[name] for name in METRIC_NAMES}}
                  for label, stats in zip(labels, summary["per_class"])]
     means = {f"mean_{name}": summary[f"mean_{name}"] for name in METRIC_NAMES}
-    return {**means, "per_class": per_class, "protocol": protocol, "checkpoint": checkpoint, "num_cases": num_cases}
+    return {**means, "per_class": per_class, "protocol": protocol, "distance_unit": distance_unit,
+            "checkpoint": checkpoint, "num_cases": num_cases}
 
 
-def metric_tables(per_case: dict[str, np.ndarray], summary: dict, labels: Sequence[str]) -> str:
-    """Per-case table (class-averaged metrics) and per-class table (case-averaged) with the overall mean."""
-    header = ["case", *METRIC_NAMES]
+def metric_tables(per_case: dict[str, np.ndarray], summary: dict, labels: Sequence[str],
+                  distance_unit: str = "pixel") -> str:
+    """Per-case table (class-averaged metrics) and per-class table (case-averaged) with the overall mean; the
+    columns named as in metrics.csv (the distances' unit in their names in mm)."""
+    columns = metric_columns(distance_unit)
+    header = ["case", *columns]
     case_rows = [[case, *_nan_mean_over_classes(metrics)] for case, metrics in per_case.items()]
     class_rows = [[label, *(stats[name] for name in METRIC_NAMES)]
                   for label, stats in zip(labels, summary["per_class"])]
     class_rows.append(["mean", *(summary[f"mean_{name}"] for name in METRIC_NAMES)])
-    return format_table(header, case_rows) + "\n\n" + format_table(["class", *METRIC_NAMES], class_rows)
+    return format_table(header, case_rows) + "\n\n" + format_table(["class", *columns], class_rows)
 
 
 def _nan_mean_over_classes(metrics: np.ndarray) -> np.ndarray:
@@ -166,10 +190,19 @@ def _nan_mean_over_classes(metrics: np.ndarray) -> np.ndarray:
 
 
 def save_case_nifti(directory: Path, case: str, image: np.ndarray, prediction: np.ndarray, label: np.ndarray,
-                    created: CreatedPaths) -> None:
-    """``<case>_img.nii.gz``, ``<case>_pred.nii.gz``, ``<case>_gt.nii.gz`` (written atomically)."""
+                    created: CreatedPaths, original_grid: Callable | None = None, num_classes: int = 256) -> None:
+    """``<case>_img.nii.gz``, ``<case>_pred.nii.gz``, ``<case>_gt.nii.gz`` (written atomically): on the case's original
+    grid with its affine where the data set maps it back (``DatasetSpec.original_grid``; the image with the labels'
+    nearest-neighbour mapping), else axes reversed with unit spacing (the release's files)."""
     for key, volume in (("image", image), ("prediction", prediction), ("label", label)):
-        atomic_write_bytes(created.track(directory / f"{case}{NIFTI_SUFFIXES[key]}"), nifti_bytes(volume))
+        mapped = None if original_grid is None else original_grid(case, volume)
+        if mapped is None:
+            payload = nifti_bytes(volume)
+        elif key == "image":
+            payload = volume_nifti_bytes(*mapped)
+        else:
+            payload = label_nifti_bytes(mapped[0], mapped[1], None, num_classes)
+        atomic_write_bytes(created.track(directory / f"{case}{NIFTI_SUFFIXES[key]}"), payload)
 
 
 def most_foreground_slices(label: np.ndarray, count: int) -> list[int]:
@@ -228,6 +261,11 @@ def build_eval_dataset(config: EvalConfig | RunOptions, split: str) -> torch.uti
 
 
 def check_output_options(config: EvalConfig, kind: str) -> None:
+def evaluation_distance_unit(config: EvalConfig) -> str:
+    """The unit of HD95 / ASD: ``--distance_unit``, else the data set's (mm where its items carry a spacing)."""
+    return config.distance_unit or get_dataset(config.dataset).distance_unit
+
+
     """ValueError for output options that do not apply to the data kind: NIfTI is a volume format, and a 2-D
     image has no spacing or orientation to record, so ``--is_savenii`` is refused for image data sets (rather than
     skipped, so that a run asked for NIfTI files never ends without them unnoticed)."""
@@ -245,6 +283,7 @@ def evaluate(config: EvalConfig) -> dict:
     kind = data_kind(config.dataset)
     check_output_options(config, kind)
     seed_everything(config.seed, bool(config.deterministic))
+    distance_unit = evaluation_distance_unit(config)
     device = resolve_device(config.device)
     dataset = build_eval_dataset(config, config.test_list)
     model, checkpoint = build_model_from_checkpoint(config.checkpoint, requested_architecture(config),
@@ -264,9 +303,9 @@ def evaluate(config: EvalConfig) -> dict:
         with run_logging(created.track(output_dir / "log.txt")):
             for note in config.notes:
                 logger.info(note)
-            logger.info("evaluating %s on %d %ss of %s (%s protocol, img_size %d, device %s, tta %s)",
-                        config.checkpoint, len(dataset), kind, config.test_list, config.metrics, img_size, device,
-                        config.tta)
+            logger.info("evaluating %s on %d %ss of %s (%s protocol, HD95/ASD in %s, img_size %d, device %s, tta %s)",
+                        config.checkpoint, len(dataset), kind, config.test_list, config.metrics, distance_unit,
+                        img_size, device, config.tta)
             if context_info:
                 logger.info("batch context: %s", context_info)
             conversion = model_input_conversion(get_dataset(config.dataset), model)
@@ -279,10 +318,12 @@ def evaluate(config: EvalConfig) -> dict:
             per_case, summary = evaluate_model(model, dataset, kind=kind, img_size=img_size,
                                                num_classes=config.num_classes, protocol=config.metrics,
                                                batch_size=config.batch_size, device=device, amp=amp_dtype(config.amp),
-                                               on_case=on_case, desc="test", tta=config.tta)
-            record = {**summary_record(summary, labels, config.metrics, str(config.checkpoint), len(per_case)),
+                                               on_case=on_case, desc="test", tta=config.tta,
+                                               distance_unit=distance_unit)
+            record = {**summary_record(summary, labels, config.metrics, str(config.checkpoint), len(per_case),
+                                       distance_unit),
                       "tta": config.tta, **({"context": context_info} if context_info else {})}
-            csv_text = metrics_csv_text(per_case, labels)
+            csv_text = metrics_csv_text(per_case, labels, distance_unit)
             atomic_write_text(created.track(output_dir / "metrics.csv"), csv_text)
             atomic_write_json(created.track(output_dir / "summary.json"), record)
             case_notes = getattr(dataset, "case_notes", None)  # per-case context, e.g. a query's supports
@@ -290,9 +331,10 @@ def evaluate(config: EvalConfig) -> dict:
                               run=report_facts(config, model.arch, kind, img_size, device, len(per_case)),
                               overlays=overlays, notes=case_notes() if case_notes is not None else None,
                               title=f"{model.arch} on {config.dataset} / {config.test_list}")
-            logger.info("\n%s", metric_tables(per_case, summary, labels))
-            logger.info("mean DSC %.4f  mean HD95 %.4f  (%s protocol) -> %s", record["mean_dice"],
-                        record["mean_hd95"], config.metrics, output_dir / "summary.json")
+            logger.info("\n%s", metric_tables(per_case, summary, labels, distance_unit))
+            logger.info("mean DSC %.4f  mean HD95 %.4f %s  (%s protocol) -> %s", record["mean_dice"],
+                        record["mean_hd95"], DISTANCE_UNIT_WORDS[distance_unit], config.metrics,
+                        output_dir / "summary.json")
     return record
 
 
@@ -300,7 +342,8 @@ def report_facts(config: EvalConfig, arch: str, kind: str, img_size: int, device
                  num_cases: int) -> dict:
     """The run as the results page's header lists it."""
     return {"model": arch, "data set": config.dataset, "test list": f"{config.test_list} ({num_cases} {kind}s)",
-            "checkpoint": str(config.checkpoint), "metrics protocol": config.metrics, "tta": config.tta,
+            "checkpoint": str(config.checkpoint), "metrics protocol": config.metrics,
+            "HD95 / ASD unit": evaluation_distance_unit(config), "tta": config.tta,
             "network input": f"{img_size} px", "device": str(device),
             "date": datetime.now().astimezone().isoformat(timespec="seconds")}
 
@@ -316,7 +359,8 @@ def _case_writer(config: EvalConfig, kind: str, output_dir: Path, created: Creat
 
     def write(case: str, image: np.ndarray, prediction: np.ndarray, label: np.ndarray, context: dict) -> None:
         if nifti_dir is not None:
-            save_case_nifti(nifti_dir, case, image, prediction, label, created)
+            save_case_nifti(nifti_dir, case, image, prediction, label, created,
+                            get_dataset(config.dataset).original_grid, config.num_classes)
         if overlay_dir is None:
             return
         if kind == "image":

@@ -10,6 +10,9 @@ Two protocols decide what an organ that is absent from the prediction and/or the
 
 The "asd" column is medpy's ``assd`` (average *symmetric* surface distance), as in the release.
 Surface metrics are computed on a crop of the volume and are bit-identical to medpy on the full volume.
+
+Distances are in voxel steps without a spacing (the benchmark papers' protocol: "pixel") or in millimetres with one
+(medpy's ``voxelspacing``: "mm"); :func:`metric_columns` names the columns with their unit where it is mm.
 """
 from __future__ import annotations
 
@@ -20,9 +23,13 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["METRIC_NAMES", "PROTOCOLS", "case_metrics", "default_workers", "summarize"]
+from datasets.registry import DISTANCE_UNITS
+
+__all__ = ["METRIC_NAMES", "PROTOCOLS", "DISTANCE_UNITS", "case_metrics", "default_workers", "metric_columns",
+           "summarize"]
 
 METRIC_NAMES = ("dice", "hd95", "jaccard", "asd")
+DISTANCE_METRICS = ("hd95", "asd")
 PROTOCOLS = ("transunet", "strict")
 
 # Rows (dice, hd95, jaccard, asd) for organs missing from the prediction and/or the ground truth.
@@ -37,6 +44,17 @@ _CROP_MARGIN = 1  # one background voxel around the masks, see _union_box
 # Classes are scored in parallel threads (scipy's erosion and distance transform release the GIL); each thread holds
 # a few full-size arrays at most, so the default is capped to bound memory on many-core machines.
 _MAX_DEFAULT_WORKERS = 8
+
+
+def metric_columns(distance_unit: str) -> tuple[str, ...]:
+    """The names of METRIC_NAMES' columns in metrics.csv and the printed tables: in millimetres the distances carry
+    their unit (``hd95_mm``, ``asd_mm``); in pixels they keep the names of the papers' tables (``hd95``, ``asd``),
+    so that files of the benchmark protocol read as before (summary.json names the unit either way)."""
+    if distance_unit not in DISTANCE_UNITS:
+        raise ValueError(f"distance unit must be one of {', '.join(DISTANCE_UNITS)}, got {distance_unit!r}")
+    if distance_unit == "pixel":
+        return METRIC_NAMES
+    return tuple(f"{name}_mm" if name in DISTANCE_METRICS else name for name in METRIC_NAMES)
 
 
 def _check_labels(labels: np.ndarray, name: str, num_classes: int) -> np.ndarray:

@@ -30,7 +30,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from utils.checkpoint import atomic_write_text
-from utils.metrics import METRIC_NAMES
+from utils.metrics import DISTANCE_METRICS, METRIC_NAMES, metric_columns
 
 REPORT_HTML = "report.html"
 METRIC_TITLES = {"dice": "DSC", "hd95": "HD95", "jaccard": "IoU", "asd": "ASD"}
@@ -224,12 +224,21 @@ def html_page(title: str, sections: Sequence[str]) -> str:
 # ----------------------------------------------------------------------------------------------------------------
 # The test page (test.py)
 # ----------------------------------------------------------------------------------------------------------------
-def read_metrics_csv(text: str) -> dict[str, dict[str, dict[str, str]]]:
-    """{case: {class: {metric: value as written}}} of a metrics.csv text, cases in file order."""
+def read_metrics_csv(text: str, distance_unit: str = "pixel") -> dict[str, dict[str, dict[str, str]]]:
+    """{case: {class: {metric: value as written}}} of a metrics.csv text (its distance columns in
+    ``distance_unit``, named by ``utils.metrics.metric_columns``), cases in file order."""
+    columns = dict(zip(METRIC_NAMES, metric_columns(distance_unit)))
     cases: dict[str, dict[str, dict[str, str]]] = {}
     for row in csv.DictReader(io.StringIO(text)):
-        cases.setdefault(row["case"], {})[row["class"]] = {name: row[name] for name in METRIC_NAMES}
+        cases.setdefault(row["case"], {})[row["class"]] = {name: row[column] for name, column in columns.items()}
     return cases
+
+
+def metric_title(name: str, distance_unit: str) -> str:
+    """A metric's column title; in mm a distance's names its unit ('HD95 (mm)'), in pixels it is the papers' title
+    (as metrics.csv's columns; the page's note says the unit)."""
+    title = METRIC_TITLES[name]
+    return f"{title} (mm)" if distance_unit == "mm" and name in DISTANCE_METRICS else title
 
 
 def case_mean(classes: Mapping[str, Mapping[str, str]], metric: str) -> float:
@@ -278,7 +287,8 @@ def note_text(value: Any) -> str:
 
 def summary_table(record: Mapping[str, Any]) -> str:
     """Per class and mean, every metric of summary.json."""
-    columns = [Column(None, "class", numeric=False), *(Column(None, METRIC_TITLES[name]) for name in METRIC_NAMES)]
+    unit = record.get("distance_unit", "pixel")
+    columns = [Column(None, "class", numeric=False), *(Column(None, metric_title(name, unit)) for name in METRIC_NAMES)]
     rows = [[td(entry["class"], cls="text"), *(number_td(entry[name]) for name in METRIC_NAMES)]
             for entry in record["per_class"]]
     rows.append([td("mean", cls="text"), *(number_td(record[f"mean_{name}"]) for name in METRIC_NAMES)])
@@ -287,15 +297,16 @@ def summary_table(record: Mapping[str, Any]) -> str:
 
 
 def cases_table(cases: Mapping[str, Mapping[str, Mapping[str, str]]], labels: Sequence[str],
-                overlays: Mapping[str, Sequence[str]], notes: Mapping[str, Mapping[str, Any]]) -> str:
+                overlays: Mapping[str, Sequence[str]], notes: Mapping[str, Mapping[str, Any]],
+                distance_unit: str = "pixel") -> str:
     """One row per case, worst mean DSC first: mean DSC / HD95, notes, overlay thumbnails (near the name, before the
     class columns that may scroll), each class's DSC / HD95."""
     note_titles = list(dict.fromkeys(title for entry in notes.values() for title in entry))
     columns = [Column("case", "case", numeric=False),
-               *(Column(f"mean.{name}", f"mean {METRIC_TITLES[name]}") for name in CASE_METRICS),
+               *(Column(f"mean.{name}", f"mean {metric_title(name, distance_unit)}") for name in CASE_METRICS),
                *(Column(f"note.{title}", title, numeric=False) for title in note_titles),
                *([Column(None, "overlays", numeric=False)] if overlays else []),
-               *(Column(f"{label}.{name}", f"{label} {METRIC_TITLES[name]}") for label in labels
+               *(Column(f"{label}.{name}", f"{label} {metric_title(name, distance_unit)}") for label in labels
                  for name in CASE_METRICS)]
     rows = []
     for case in worst_first(cases):
@@ -324,7 +335,8 @@ def test_report_html(*, record: Mapping[str, Any], metrics_csv: str, run: Mappin
                      notes: Mapping[str, Mapping[str, Any]] | None = None, title: str | None = None) -> str:
     """The test page: run facts and batch context, the DSC boxplot, summary.json's numbers, the per-case table of
     metrics.csv (``overlays``: {case: hrefs relative to the page}; ``notes``: {case: {title: text}})."""
-    cases = read_metrics_csv(metrics_csv)
+    unit = record.get("distance_unit", "pixel")
+    cases = read_metrics_csv(metrics_csv, unit)
     labels = [entry["class"] for entry in record["per_class"]]
     per_class = {label: [float(cases[case].get(label, {}).get("dice", "nan")) for case in cases] for label in labels}
     overlays, notes = overlays or {}, notes or {}
@@ -336,8 +348,9 @@ def test_report_html(*, record: Mapping[str, Any], metrics_csv: str, run: Mappin
         f'<figure><img id="dsc-boxplot" src="{figure}" alt="boxplot of per-case DSC per class"></figure></div>',
         "<h2>Summary</h2>",
         f'<p class="note">As in summary.json: {len(cases)} cases, {esc(record.get("protocol"))} protocol; '
-        f"means over the cases, then over the classes; HD95 and ASD in pixels (voxels). Hover a number for its "
-        f"exact value.</p>",
+        f"means over the cases, then over the classes; HD95 and ASD in "
+        f"{'millimetres (from the voxel spacing)' if unit == 'mm' else 'pixels (voxel steps)'}. Hover a number for "
+        f"its exact value.</p>",
         summary_table(record),
         "<h2>Cases</h2>",
         '<p class="note">One row per case of metrics.csv, the worst mean DSC first (means over the classes, NaN '
@@ -345,7 +358,7 @@ def test_report_html(*, record: Mapping[str, Any], metrics_csv: str, run: Mappin
         + (" Each overlay (click it for the full size): ground truth | prediction" if overlays else "")
         + (f"; its second row: the references the prediction was made from ({esc(', '.join(note_titles))})."
            if overlays and note_titles else "." if overlays else "") + "</p>",
-        cases_table(cases, labels, overlays, notes),
+        cases_table(cases, labels, overlays, notes, unit),
     ]
     return html_page(title or "Test results", sections)
 

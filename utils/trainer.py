@@ -316,12 +316,13 @@ class Trainer:
         per_case, _ = evaluate_model(self.model, share, kind=self.spec.kind,
                                      img_size=self.model.img_size, num_classes=self.config.run.num_classes,
                                      batch_size=self.recipe.batch_size,
-                                     device=self.device, amp=self.amp, desc=tag)
+                                     device=self.device, amp=self.amp, desc=tag,
+                                     distance_unit=self.spec.distance_unit)
         summary = summarize({case: metrics for part in gather_objects(per_case) for case, metrics in part.items()})
         self.tb.scalar(f"{tag}/mean_dice", summary["mean_dice"], epoch + 1)
         self.tb.scalar(f"{tag}/mean_hd95", summary["mean_hd95"], epoch + 1)
-        logger.info("epoch %d %s: mean DSC %.4f, mean HD95 %.2f", epoch, tag, summary["mean_dice"],
-                    summary["mean_hd95"])
+        logger.info("epoch %d %s: mean DSC %.4f, mean HD95 %.2f %s", epoch, tag, summary["mean_dice"],
+                    summary["mean_hd95"], self.spec.distance_unit)
         return summary
 
     def end_of_epoch(self, epoch: int, last_epoch: bool) -> tuple[tuple[str, ...], dict | None]:

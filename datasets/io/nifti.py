@@ -13,7 +13,7 @@ from ..errors import DataError, first_line
 from .volumes import RawVolume, checked_volume
 
 __all__ = ["NIFTI_SUFFIXES", "NIFTI_AFFINE", "MM_PER_UNIT", "nifti_image", "mm_per_unit", "load_nifti",
-           "load_nifti_pair", "read_nifti", "label_dtype", "nifti_bytes", "label_nifti_bytes"]
+           "load_nifti_pair", "read_nifti", "label_dtype", "nifti_bytes", "volume_nifti_bytes", "label_nifti_bytes"]
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 NIFTI_AFFINE = np.eye(4)  # unit spacing, as the release wrote its predictions
@@ -79,8 +79,13 @@ def label_dtype(num_classes: int) -> type:
 def nifti_bytes(volume: np.ndarray) -> bytes:
     """Gzipped NIfTI-1 of a [D, H, W] (or [H, W]) array, axes reversed to (x, y, z) as SimpleITK writes them, unit
     spacing (the test scripts' ``--is_savenii`` volumes, as the release wrote them)."""
-    data = np.asarray(volume, dtype=np.float32).T
-    return gzip.compress(nib.Nifti1Image(data, NIFTI_AFFINE).to_bytes(), compresslevel=VOLUME_COMPRESSION, mtime=0)
+    return volume_nifti_bytes(np.asarray(volume).T, NIFTI_AFFINE)
+
+
+def volume_nifti_bytes(data: np.ndarray, affine: np.ndarray) -> bytes:
+    """Gzipped NIfTI-1 of a float32 volume already in voxel order (x, y, z) with ``affine`` (voxel -> world, mm)."""
+    data = np.asarray(data, dtype=np.float32)
+    return gzip.compress(nib.Nifti1Image(data, affine).to_bytes(), compresslevel=VOLUME_COMPRESSION, mtime=0)
 
 
 def label_nifti_bytes(labels: np.ndarray, affine: np.ndarray, header: nib.Nifti1Header | None,

@@ -137,7 +137,8 @@ def spec_from_descriptor(descriptor: Descriptor) -> DatasetSpec:
                   folder=descriptor.root, prepare_module="datasets.prepare.own")
     if descriptor.kind == "volume":
         return DatasetSpec(**common, reader=OwnVolumeDataset, train_transform=RandomGenerator, distance_unit="mm",
-                           raw=RawInput(normalize=_volume_normalizer(descriptor), scan=_scan_preparation(descriptor)),
+                           raw=RawInput(normalize=_volume_normalizer(descriptor), orientation=descriptor.orientation,
+                                        slice_axes=tuple(descriptor.slice_axes), scan=_scan_preparation(descriptor)),
                            original_grid=_original_grid(descriptor))
     return DatasetSpec(**common, reader=OwnImageDataset, train_transform=RGBAugment,
                        raw=RawInput(normalize=normalize_image, resize=resize_image, resize_label=resize_label))

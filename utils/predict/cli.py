@@ -45,9 +45,9 @@ def build_predict_parser() -> PredictParser:
                         help="a file (.nii/.nii.gz, .npz/.npy.h5, .png/.jpg/.bmp), a DICOM series folder, or a folder "
                              "of those")
     parser.add_argument("--output", "-o", required=True, help="output folder")
-    parser.add_argument("--dataset", default=None, type=str.lower,
-                        help=f"data set whose preprocessing applies ({', '.join(list_datasets())}); default: the "
-                             f"checkpoint's training set")
+    parser.add_argument("--dataset", default=None,
+                        help=f"data set whose preprocessing applies ({', '.join(list_datasets())}, or a prepared own "
+                             f"data set's folder); default: the checkpoint's training set")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none", help="mixed precision")
     parser.add_argument("--batch_size", "--batch-size", dest="batch_size", type=positive_int, default=16,
