@@ -21,11 +21,11 @@ from typing import Any
 from .base import ListedSegmentationDataset, Transform
 
 DATA_KINDS = ("volume", "image")  # evaluation items: [D, H, W] grey volumes, or single [C, H, W] images
-
-
 # Units of the surface distances (HD95, ASD): voxel steps, as the benchmark papers report them, or millimetres, from
 # the voxel spacing that the evaluation items of a set with geometry carry (their ``spacing`` entry).
 DISTANCE_UNITS = ("pixel", "mm")
+
+
 @dataclass(frozen=True)
 class LazyFunction:
     """A function named by ``"package.module:function"``, imported when first called. A spec names its phantom
@@ -108,13 +108,13 @@ class RawInput:
     slice_axes: tuple[int, int, int] | None = None
     resize: Callable[[Any, tuple[int, int]], Any] | None = None
     resize_label: Callable[[Any, tuple[int, int]], Any] | None = None
-
-    def __post_init__(self) -> None:
     # Volume sets whose preparation resamples (own data sets): ``scan(data (x, y, z), affine) -> (volume [D, H, W]
     # float32, back)``, the preparation's whole path (reorientation, resampling, intensities), where ``back(array
     # [D, H, W] or [K, D, H, W])`` returns it on the input's voxel grid (x, y, z) / [K, x, y, z]. Replaces
     # ``normalize``, ``orientation`` and ``slice_axes`` for raw volumes.
     scan: Callable[[Any, Any], tuple[Any, Callable[[Any], Any]]] | None = None
+
+    def __post_init__(self) -> None:
         if self.slice_axes is not None and sorted(self.slice_axes) != [0, 1, 2]:
             raise ValueError(f"slice_axes must be a permutation of (0, 1, 2), got {self.slice_axes}")
         if self.orientation is not None and not is_orientation(self.orientation):
@@ -149,8 +149,6 @@ class DatasetSpec:
     # groups(list_dir) -> {case name: group id}: images of one group never support each other (support sets;
     # HAM10000: images of one lesion). None: every image is its own group.
     groups: Callable[[str], dict[str, Any]] | None = None
-
-    def __post_init__(self) -> None:
     # The unit of HD95 / ASD in its evaluation (test.py --distance_unit switches): 'pixel' (the published protocol
     # of the benchmark sets) or 'mm' (its evaluation items carry a ``spacing`` entry, one value per axis).
     distance_unit: str = "pixel"
@@ -161,21 +159,23 @@ class DatasetSpec:
     # (x, y, z), that grid's affine), or None for a case it does not know: test-time NIfTI exports in each case's
     # own geometry. None: exports on the prepared grid (unit spacing).
     original_grid: Callable[[str, Any], tuple[Any, Any] | None] | None = None
-        if self.kind not in DATA_KINDS:
-            raise ValueError(f"data set {self.name}: kind must be one of {', '.join(DATA_KINDS)}, got {self.kind!r}")
+
+    def __post_init__(self) -> None:
         if self.distance_unit not in DISTANCE_UNITS:
             raise ValueError(f"data set {self.name}: distance_unit must be one of {', '.join(DISTANCE_UNITS)}, got "
                              f"{self.distance_unit!r}")
+        if self.kind not in DATA_KINDS:
+            raise ValueError(f"data set {self.name}: kind must be one of {', '.join(DATA_KINDS)}, got {self.kind!r}")
         if self.folder is None and self.name != self.name.lower():
             raise ValueError(f"data set names are lower case, got {self.name!r}")
 
-    @property
-    def num_classes(self) -> int:
     @property
     def short_name(self) -> str:
         """A name for folders and titles: the registered name, or an own set's folder name (its ``name`` is a path)."""
         return os.path.basename(os.path.normpath(self.folder)) if self.folder else self.name
 
+    @property
+    def num_classes(self) -> int:
         """Classes including the background."""
         return len(self.class_names) + 1
 
@@ -192,6 +192,14 @@ class DatasetSpec:
 
 
 _DATASETS: dict[str, DatasetSpec] = {}
+# (is_set(folder) -> bool, spec_of(folder) -> DatasetSpec): how a folder given as a data set name becomes a spec
+# (datasets.own registers the prepared own-data folders), so that ``--dataset data/NAME`` works as a name does.
+_FOLDER_SETS: list[tuple[Callable[[str], bool], Callable[[str], DatasetSpec]]] = []
+
+
+def register_folder_sets(is_set: Callable[[str], bool], spec_of: Callable[[str], DatasetSpec]) -> None:
+    """Let :func:`get_dataset` accept a folder for which ``is_set(folder)`` holds, as ``spec_of(folder)``."""
+    _FOLDER_SETS.append((is_set, spec_of))
 
 
 def register_dataset(spec: DatasetSpec) -> DatasetSpec:
@@ -205,14 +213,6 @@ def unregister_dataset(name: str) -> None:
     _DATASETS.pop(name, None)
 
 
-# (is_set(folder) -> bool, spec_of(folder) -> DatasetSpec): how a folder given as a data set name becomes a spec
-# (datasets.own registers the prepared own-data folders), so that ``--dataset data/NAME`` works as a name does.
-_FOLDER_SETS: list[tuple[Callable[[str], bool], Callable[[str], DatasetSpec]]] = []
-
-
-def register_folder_sets(is_set: Callable[[str], bool], spec_of: Callable[[str], DatasetSpec]) -> None:
-    """Let :func:`get_dataset` accept a folder for which ``is_set(folder)`` holds, as ``spec_of(folder)``."""
-    _FOLDER_SETS.append((is_set, spec_of))
 def get_dataset(name: str | os.PathLike) -> DatasetSpec:
     """The spec of ``name`` (any case), or of the prepared data set in folder ``name`` (a registered folder set:
     :func:`register_folder_sets`); ValueError naming the known sets otherwise."""

@@ -59,10 +59,6 @@ def canonical_dataset(name: str) -> str:
     return get_dataset(name).name
 
 
-def default_run_dir(dataset: str, tag: str, img_size: int) -> str:
-    """``runs/<dataset>_<tag>_<img_size>`` (an own data set: its folder's name); the tag is the model's scale where
-    it has one (the release's naming, e.g. ``runs/synapse_small_256``), else the model's name."""
-    return os.path.join(RUNS_DIR, f"{get_dataset(dataset).short_name}_{tag}_{img_size}")
 def dataset_argument(text: str) -> str:
     """argparse type of a ``--dataset`` value: a registered name or a prepared own data set's folder, as the
     registry names it (a folder: its absolute path)."""
@@ -72,6 +68,10 @@ def dataset_argument(text: str) -> str:
         raise argparse.ArgumentTypeError(" ".join(str(exc).split())) from exc
 
 
+def default_run_dir(dataset: str, tag: str, img_size: int) -> str:
+    """``runs/<dataset>_<tag>_<img_size>`` (an own data set: its folder's name); the tag is the model's scale where
+    it has one (the release's naming, e.g. ``runs/synapse_small_256``), else the model's name."""
+    return os.path.join(RUNS_DIR, f"{get_dataset(dataset).short_name}_{tag}_{img_size}")
 
 
 def _optional_path(text: str) -> str | None:
@@ -188,6 +188,10 @@ def _build(parser: RunParser, dataset: str, model: str) -> None:
     else:
         parser.add_argument("--metrics", choices=METRIC_PROTOCOLS, default="transunet",
                             help="transunet: the protocol of published numbers; strict: missing organs are NaN")
+        parser.add_argument("--distance_unit", choices=DISTANCE_UNITS, default=None,
+                            help=f"unit of HD95 and ASD: pixel (voxel steps, the benchmark papers' protocol) or mm "
+                                 f"(from the voxel spacing of sets that have one) (default: the data set's, "
+                                 f"{get_dataset(dataset).distance_unit})")
         group = parser.add_argument_group("output")
         group.add_argument("--output_dir", default=None,
                            help="where metrics.csv / summary.json go (default: <checkpoint dir>/test)")
@@ -210,10 +214,6 @@ def _add_release_compat(parser: argparse.ArgumentParser, dataset: str, role: str
     group.add_argument("--dataset", default=None, help=f"data set name (this run: {dataset})")
     group.add_argument("--deterministic", type=int, default=1,
                        help="1: deterministic cuDNN kernels (benchmark off); 0: cuDNN autotuning")
-        parser.add_argument("--distance_unit", choices=DISTANCE_UNITS, default=None,
-                            help=f"unit of HD95 and ASD: pixel (voxel steps, the benchmark papers' protocol) or mm "
-                                 f"(from the voxel spacing of sets that have one) (default: the data set's, "
-                                 f"{get_dataset(dataset).distance_unit})")
     for name, why in IGNORED_OPTIONS[role].items():
         group.add_argument(f"--{name}", type=float if name == "base_lr" else int, default=None, help="ignored: " + why)
 

@@ -90,7 +90,6 @@ def item_context(item: dict, model: torch.nn.Module, kind: str) -> dict:
     return {key: (value[None] if kind == "image" else value).to(model_device(model)) for key, value in entries.items()}
 
 
-def check_input_channels(checkpoint: str | Path, model: torch.nn.Module, dataset: str) -> None:
 def item_spacing(item: dict, distance_unit: str) -> np.ndarray | None:
     """The voxel spacing the distances of ``item`` are measured with: None in pixels, the item's ``spacing`` (one
     value per axis of its label map) in millimetres."""
@@ -103,6 +102,7 @@ def item_spacing(item: dict, distance_unit: str) -> np.ndarray | None:
     return np.asarray(spacing, dtype=np.float64)
 
 
+def check_input_channels(checkpoint: str | Path, model: torch.nn.Module, dataset: str) -> None:
     """CheckpointError unless the model takes the data set's images: its channel count (1 grey, 3 RGB), or 1 for a
     colour set (converted to grey, utils.model_input)."""
     try:
@@ -130,8 +130,8 @@ def evaluate_model(model: torch.nn.Module, dataset: torch.utils.data.Dataset, *,
     """
     if kind not in DATA_KINDS:  # before the first case is loaded
         raise ValueError(f"kind must be one of {', '.join(DATA_KINDS)}, got {kind!r}")
-    per_case: dict[str, np.ndarray] = {}
     metric_columns(distance_unit)  # a bad unit is an error before the first case, too
+    per_case: dict[str, np.ndarray] = {}
     for index in tqdm(range(len(dataset)), desc=desc, leave=False, disable=None):
         item = dataset[index]
         image, label, case = item["image"], item["label"], item["case_name"]
@@ -260,12 +260,12 @@ def build_eval_dataset(config: EvalConfig | RunOptions, split: str) -> torch.uti
                                              seed=config.seed)
 
 
-def check_output_options(config: EvalConfig, kind: str) -> None:
 def evaluation_distance_unit(config: EvalConfig) -> str:
     """The unit of HD95 / ASD: ``--distance_unit``, else the data set's (mm where its items carry a spacing)."""
     return config.distance_unit or get_dataset(config.dataset).distance_unit
 
 
+def check_output_options(config: EvalConfig, kind: str) -> None:
     """ValueError for output options that do not apply to the data kind: NIfTI is a volume format, and a 2-D
     image has no spacing or orientation to record, so ``--is_savenii`` is refused for image data sets (rather than
     skipped, so that a run asked for NIfTI files never ends without them unnoticed)."""
@@ -282,8 +282,8 @@ def evaluate(config: EvalConfig) -> dict:
     """
     kind = data_kind(config.dataset)
     check_output_options(config, kind)
-    seed_everything(config.seed, bool(config.deterministic))
     distance_unit = evaluation_distance_unit(config)
+    seed_everything(config.seed, bool(config.deterministic))
     device = resolve_device(config.device)
     dataset = build_eval_dataset(config, config.test_list)
     model, checkpoint = build_model_from_checkpoint(config.checkpoint, requested_architecture(config),
