@@ -45,6 +45,11 @@ class Plan:
     image_size: tuple[int, int] | None = None
     out: str = ""
     binary_255: bool = False
+    channels: tuple[int, ...] | None = None  # volume sets: the channels kept (indices of dataset.json's), None all
+
+    def kept(self, channels: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The kept channels of a case's channels."""
+        return list(channels) if self.channels is None else [channels[index] for index in self.channels]
 
 
 def _spatial(path: str, data: np.ndarray, what: str) -> np.ndarray:
@@ -171,6 +176,7 @@ def label_lookup(label_values: Sequence[int]) -> np.ndarray:
 def ct_samples(case: RawCase, raw: RawSet, plan: Plan, seed: int, case_index: int) -> list[np.ndarray]:
     """Foreground intensity samples of each ``ct`` channel of one training case (empty arrays for others)."""
     channels, label, _ = load_volume_case(case, raw)
+    channels = plan.kept(channels)
     return [foreground_sample(data, label, (seed, case_index, index)) if intensity.scheme == "ct" else np.zeros(0)
             for index, (data, intensity) in enumerate(zip(channels, plan.intensities))]
 
@@ -199,8 +205,8 @@ def prepare_case(case: RawCase, raw: RawSet, plan: Plan, split: str) -> tuple[di
                                resize_label(np.asarray(label, dtype=np.uint8), size))
         return dict(shape=tuple(image.shape[:2]), prepared_shape=size), [entry]
     channels, label, affine = load_volume_case(case, raw)
-    image, geometry = normalized_volume(channels, affine, plan.intensities, plan.slice_axes, plan.target_spacing,
-                                        case.images[0])
+    image, geometry = normalized_volume(plan.kept(channels), affine, plan.intensities, plan.slice_axes,
+                                        plan.target_spacing, case.images[0])
     prepared_label, _ = prepare_geometry(lookup[label], affine, plan.slice_axes, plan.target_spacing, LABEL_ORDER)
     if split == "train":
         entries = write_synapse_train_case(os.path.join(plan.out, TRAIN_DIR_NAME), case.name, image, prepared_label)

@@ -50,6 +50,7 @@ class OwnOptions:
     size: int = DEFAULT_SIZE
     workers: int = 1
     class_names: tuple[str, ...] | None = None  # plain folders: the class names (their count bounds the masks)
+    channels: tuple[int, ...] | None = None  # volume sets: keep these channels (indices of dataset.json's)
     progress: bool = True
 
 
@@ -123,16 +124,34 @@ def _volume_plan(raw: RawSet, train: Sequence[RawCase], options: OwnOptions, pla
         spacings.append(canonical_spacing(voxel_spacing(affine), orientation_codes(affine, case.images[0])))
     slice_axes = choose_slice_axes(spacings)
     plan = replace(plan, slice_axes=slice_axes, target_spacing=target_spacing(spacings, slice_axes),
-                   intensities=tuple(channel_scheme(name, options.ct_window) for name in raw.channel_names))
+                   intensities=tuple(channel_scheme(name, options.ct_window) for name in _kept_names(raw, plan)))
     ct = [index for index, intensity in enumerate(plan.intensities) if intensity.scheme == "ct"]
     if ct:
         jobs = [(case, raw, plan, options.seed, index) for index, case in enumerate(train)]
         samples = map_cases(ct_samples, jobs, options.workers, "CT statistics", options.progress)
         intensities = list(plan.intensities)
         for index in ct:
-            intensities[index] = ct_intensity(raw.channel_names[index], [s[index] for s in samples])
+            intensities[index] = ct_intensity(plan.intensities[index].name, [s[index] for s in samples])
         plan = replace(plan, intensities=tuple(intensities))
     return plan
+
+
+def _kept_names(raw: RawSet, plan: Plan) -> tuple[str, ...]:
+    return tuple(raw.channel_names) if plan.channels is None else tuple(raw.channel_names[i] for i in plan.channels)
+
+
+def _checked_channels(raw: RawSet, channels: Sequence[int] | None) -> tuple[int, ...] | None:
+    """``--channels``: indices of the raw set's channels (volume sets only); DataError naming dataset.json."""
+    if channels is None:
+        return None
+    where = os.path.join(raw.root, "dataset.json")
+    if raw.kind != "volume":
+        raise DataError(where, "--channels applies to volume sets (2-D sets are grey or RGB)")
+    bad = [index for index in channels if not 0 <= index < len(raw.channel_names)]
+    if bad or len(set(channels)) != len(channels):
+        raise DataError(where, f"--channels {' '.join(map(str, channels))}: the set's channels are 0.."
+                               f"{len(raw.channel_names) - 1} ({', '.join(raw.channel_names)}), each once")
+    return tuple(channels)
 
 
 def _check_out(out: str) -> None:
@@ -158,7 +177,8 @@ def prepare_own(src: str, out: str, options: OwnOptions = OwnOptions()) -> dict[
     os.makedirs(tmp)
     try:
         label_values, class_names, binary = _label_plan(raw, options, options.workers)
-        plan = Plan(label_values=label_values, out=tmp, binary_255=binary)
+        plan = Plan(label_values=label_values, out=tmp, binary_255=binary,
+                    channels=_checked_channels(raw, options.channels))
         if raw.kind == "volume":
             plan = _volume_plan(raw, [by_name[name] for name in splits["train"]], options, plan)
         else:
@@ -193,13 +213,13 @@ def _descriptor(raw: RawSet, out: str, options: OwnOptions, plan: Plan, splits: 
     if volume:
         shapes = [cases[name].prepared_shape[1:] for name in splits["train"]]
         image_size = tuple(int(n) for n in np.median(np.asarray(shapes), axis=0).round())
-        intensities, in_chans = plan.intensities, len(raw.channel_names)
+        intensities, in_chans = plan.intensities, len(plan.intensities)
     else:
         image_size = plan.image_size
         intensities, in_chans = plan.intensities, len(RGB_CHANNEL_NAMES)
     return Descriptor(
         name=_set_name(raw, out, options), kind=raw.kind, source_format=raw.format, class_names=class_names,
-        label_values=plan.label_values, channel_names=raw.channel_names, in_chans=in_chans, intensity=intensities,
+        label_values=plan.label_values, channel_names=_kept_names(raw, plan), in_chans=in_chans, intensity=intensities,
         splits={split: tuple(names) for split, names in splits.items()}, split_source=split_source, cases=cases,
         file_ending=raw.file_ending, orientation=CANONICAL_ORIENTATION if volume else None, slice_axes=plan.slice_axes,
         target_spacing=plan.target_spacing, image_size=image_size,

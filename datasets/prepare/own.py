@@ -50,12 +50,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--size", type=positive_int, default=DEFAULT_SIZE, help="2-D sets: image height and width")
     parser.add_argument("--class_names", nargs="+", default=None,
                         help="2-D folders: class names (not the background); masks must stay below their count")
+    parser.add_argument("--channels", type=int, nargs="+", default=None, metavar="INDEX",
+                        help="volume sets: keep these channels (dataset.json's indices, e.g. 0 for the first "
+                             "modality; the models take one grey channel per slice)")
     parser.add_argument("--workers", type=positive_int, default=1, help="worker processes")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     options = OwnOptions(name=args.name, fold=args.fold, fractions=tuple(args.fractions), seed=args.seed,
                          ct_window=tuple(args.ct_window) if args.ct_window else None, size=args.size,
                          workers=args.workers, class_names=tuple(args.class_names) if args.class_names else None,
+                         channels=tuple(args.channels) if args.channels is not None else None,
                          progress=not args.no_progress)
     status = run_preparation(partial(prepare_own, args.src, args.out, options), args.out, f"{args.out}/lists")
     if status == 0:

@@ -106,6 +106,17 @@ def test_msd_multimodal_volumes_zscore_per_case(sets):
         assert abs(image[:, channel].mean()) < 0.1 and abs(image[:, channel].std() - 1) < 0.1
 
 
+def test_channels_option_keeps_the_named_channels(tmp_path, sets):
+    """--channels 1: the T2 channel alone, z-scored as the two-channel preparation's second channel was."""
+    root, raw = sets
+    prepare(raw["msd"], tmp_path / "t2", "--channels", "1")
+    both, t2 = load_descriptor(root / "msd"), load_descriptor(tmp_path / "t2")
+    assert (t2.in_chans, t2.channel_names, t2.intensity) == (1, ("T2",), both.intensity[1:])
+    case = both.splits["test"][0]
+    np.testing.assert_array_equal(prepared_volume(t2, case)[0], prepared_volume(both, case)[0][:, 1])
+    assert main(["--src", raw["msd"], "--out", str(tmp_path / "bad"), "--channels", "2"]) == 1
+
+
 def test_folder_binary_masks_become_classes_0_1(sets):
     root, raw = sets
     desc = load_descriptor(root / "folder")
