@@ -33,7 +33,8 @@ class ChannelIntensity:
 
     ``scheme``: ``"ct"`` (clip to ``clip`` = the training foreground's 0.5/99.5 percentiles, then (x - mean) / std
     with the foreground's mean and std), ``"window"`` (clip to ``clip`` = (low, high), scale to [0, 1]),
-    ``"zscore"`` (per case: (x - mean) / std of that case's voxels; ``mean``/``std`` unused), ``"rgb"`` (uint8
+    ``"zscore"`` (per case: (x - mean) / std of that case's voxels; ``mean``/``std`` unused), ``"none"`` (nnU-Net's
+    ``noNorm``: as stored), ``"rgb"`` (uint8
     stored, ImageNet-normalised by the reader)."""
 
     name: str

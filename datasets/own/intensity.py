@@ -5,6 +5,8 @@ prediction normalises a new scan exactly as training did):
   0.5 / 99.5 percentiles, then z-score with their mean and standard deviation;
 * ``window``: ``--ct_window LOW HIGH``: clip to [LOW, HIGH] and scale to [0, 1] (the Synapse protocol's scheme);
 * ``zscore``: any other modality: per case, (x - mean) / std of that case's voxels;
+* ``none``: a channel named ``noNorm`` (nnU-Net's name for intensities used as they are, e.g. a set exported by
+  ``python -m datasets.export.nnunet``);
 * ``rgb``: 2-D pictures, stored uint8 and ImageNet-normalised by the reader, as the colour sets.
 """
 from __future__ import annotations
@@ -24,6 +26,9 @@ FOREGROUND_SAMPLES = 10000  # foreground voxels sampled per training case for th
 MIN_STD = 1e-8
 
 
+NO_NORMALISATION = "nonorm"  # nnU-Net v2's channel name for no normalisation (compared in lower case)
+
+
 def is_ct(channel_name: str) -> bool:
     """True for a channel named CT (nnU-Net's channel_names / MSD's modality; any case)."""
     return channel_name.strip().lower() == "ct"
@@ -31,11 +36,13 @@ def is_ct(channel_name: str) -> bool:
 
 def channel_scheme(channel_name: str, ct_window: Sequence[float] | None) -> ChannelIntensity:
     """The scheme of a channel before statistics: ``window`` for CT with a window given, ``ct`` (statistics to
-    come) for CT, ``zscore`` otherwise."""
+    come) for CT, ``none`` for noNorm, ``zscore`` otherwise."""
     if is_ct(channel_name):
         if ct_window is not None:
             return ChannelIntensity(channel_name, "window", clip=(float(ct_window[0]), float(ct_window[1])))
         return ChannelIntensity(channel_name, "ct")
+    if channel_name.strip().lower() == NO_NORMALISATION:
+        return ChannelIntensity(channel_name, "none")
     return ChannelIntensity(channel_name, "zscore")
 
 
@@ -67,6 +74,8 @@ def normalize_channel(data: np.ndarray, intensity: ChannelIntensity) -> np.ndarr
         return ((np.clip(data, low, high) - intensity.mean) / intensity.std).astype(np.float32)
     if intensity.scheme == "window":
         return clip_and_scale_hu(data, *intensity.clip)
+    if intensity.scheme == "none":
+        return data.astype(np.float32)
     if intensity.scheme == "zscore":
         return ((data - data.mean()) / max(float(data.std()), MIN_STD)).astype(np.float32)
     raise ValueError(f"channel {intensity.name!r}: scheme {intensity.scheme!r} has no volume normalisation")

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import shutil
 import sys
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -21,6 +19,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..io.lists import write_list
+from ..io.staged import check_new_folder, staged_folder
 from .cases import Plan, ct_samples, mask_values, prepare_case
 from .descriptor import LIST_DIR_NAME, CaseGeometry, ChannelIntensity, Descriptor, write_descriptor
 from .formats import RawCase, RawSet, detect_raw_set
@@ -154,11 +153,6 @@ def _checked_channels(raw: RawSet, channels: Sequence[int] | None) -> tuple[int,
     return tuple(channels)
 
 
-def _check_out(out: str) -> None:
-    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
-        raise DataError(out, "exists and is not empty: choose another --out (existing files are never overwritten)")
-
-
 def _set_name(raw: RawSet, out: str, options: OwnOptions) -> str:
     name = options.name or os.path.basename(os.path.normpath(out))
     return name.lower()
@@ -168,14 +162,10 @@ def prepare_own(src: str, out: str, options: OwnOptions = OwnOptions()) -> dict[
     """Prepare the raw set in ``src`` into ``out``; returns the list entries per split."""
     raw = detect_raw_set(src, options.class_names)
     out = os.path.normpath(out)
-    _check_out(out)
+    check_new_folder(out)
     splits, split_source = choose_splits(raw, options.fold, options.fractions, options.seed)
     by_name = {case.name: case for case in raw.cases}
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{os.path.basename(out)}.{uuid.uuid4().hex[:12]}.tmp")
-    os.makedirs(tmp)
-    try:
+    with staged_folder(out) as tmp:
         label_values, class_names, binary = _label_plan(raw, options, options.workers)
         plan = Plan(label_values=label_values, out=tmp, binary_255=binary,
                     channels=_checked_channels(raw, options.channels))
@@ -198,12 +188,6 @@ def prepare_own(src: str, out: str, options: OwnOptions = OwnOptions()) -> dict[
             if names:
                 write_list(os.path.join(tmp, LIST_DIR_NAME, f"{split}.txt"), names)
         write_descriptor(tmp, _descriptor(raw, out, options, plan, splits, split_source, class_names, cases))
-        if os.path.isdir(out):
-            os.rmdir(out)  # empty (checked above)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return {split: names for split, names in entries.items() if names}
 
 
