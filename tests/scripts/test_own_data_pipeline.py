@@ -110,6 +110,12 @@ def test_volumes_train_test_predict_in_the_original_grid(sets, tmp_path):
         agreement = np.mean(exported_label == np.asarray(original.dataobj))
         assert agreement > 0.97, f"{case}: the exported ground truth matches the raw label on {agreement:.3f}"
 
+    # --distance_unit switches to the benchmark sets' pixels
+    pixels = evaluate(build_test_parser().parse_config(["--checkpoint", str(checkpoint), "--device", "cpu",
+                                                        "--distance_unit", "pixel", "--output_dir", str(out / "px")]))
+    assert pixels["distance_unit"] == "pixel" and "hd95" in read_csv(out / "px" / "metrics.csv")[0]
+    assert pixels["mean_dice"] == pytest.approx(summary["mean_dice"])
+
     # predict.py on the raw scans: the label maps in each scan's grid and affine
     predictions = tmp_path / "predictions"
     assert predict_main(["--checkpoint", str(checkpoint), "-i", str(sets["raw_volumes"] / "imagesTs"), "-o",
