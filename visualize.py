@@ -4,7 +4,7 @@
     python visualize.py curves --run runs/synapse_small_256             # loss per step / epoch, validation DSC
     python visualize.py layers --checkpoint runs/x/last.pth             # DMW-LA layers and their map sizes
     python visualize.py clusters --checkpoint runs/x/last.pth --dataset synapse --cases case0001:70 --layer 3
-    python visualize.py predictions --checkpoint runs/x/last.pth --dataset synapse --cases case0001:70 case0002
+    python visualize.py predictions --checkpoint runs/x/last.pth --cases case0001:70 case0002
 
 The generic figures (training curves, prediction grids) are ``utils.plots``'; Sim-MPNet's (K curve, DMW-LA layers,
 memory-cluster maps) are computed by ``networks.sim_mpnet.figures`` and laid out here, from the run's logs and
@@ -28,9 +28,10 @@ from networks.sim_mpnet.figures import (
 )
 from utils import plots
 from utils.checkpoint import build_model_from_checkpoint
-from utils.cli import run_cli
+from utils.cli import dataset_argument, run_cli
 from utils.config import saved_options
 from utils.inference import model_device, network_input, resolve_device
+from utils.run_defaults import checkpoint_defaults
 from utils.visual import class_colours, display_rgb, overlay, save_png
 
 K_CURVE_FIGSIZE = (6.0, 3.5)  # inches: 900 x 525 pixels at plots.DPI
@@ -128,12 +129,16 @@ def _add_run_command(commands, name: str, help_text: str) -> argparse.ArgumentPa
 def _add_checkpoint_command(commands, name: str, help_text: str) -> argparse.ArgumentParser:
     parser = commands.add_parser(name, help=help_text, description=help_text)
     parser.add_argument("--checkpoint", required=True, help="checkpoint written by the trainer (e.g. last.pth)")
-    parser.add_argument("--dataset", required=True, type=str.lower, choices=list_datasets())
+    parser.add_argument("--dataset", default=None, type=dataset_argument,
+                        help=f"data set of the images ({', '.join(list_datasets())}, or a prepared own data set's "
+                             f"folder; default: the checkpoint's run's)")
     parser.add_argument("--cases", nargs="+", default=(), metavar="CASE[:SLICE]",
                         help="volumes: case names, each optionally with a slice index (default: the slice with the "
                              "most foreground); 2-D image sets: image names (default: the split's first case)")
-    parser.add_argument("--volume_path", default=None, help="evaluation data folder (default: the data set's)")
-    parser.add_argument("--list_dir", default=None, help="folder of the list files (default: the data set's)")
+    parser.add_argument("--volume_path", default=None, help="evaluation data folder (default: the checkpoint's run's "
+                                                            "on its data set, else the data set's)")
+    parser.add_argument("--list_dir", default=None, help="folder of the list files (default: the checkpoint's run's on "
+                                                         "its data set, else the data set's)")
     parser.add_argument("--split", default=None, help="list name in --list_dir (default: the data set's test list)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--out", default=None,
@@ -181,9 +186,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def fill_from_checkpoint(args: argparse.Namespace) -> argparse.Namespace:
+    """The data set and data folders a checkpoint's run recorded, where the command line gives none
+    (``utils.run_defaults``; the folders only when the data set is the run's)."""
+    if getattr(args, "dataset", False) is False:  # a subcommand without data options
+        return args
+    for name, value in checkpoint_defaults(args.checkpoint, args.dataset, ("volume_path", "list_dir")).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; bad input gives one `error: ...` line and exit code 2."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = fill_from_checkpoint(parser.parse_args(argv))
+    if getattr(args, "dataset", "") is None:
+        parser.error(f"--dataset is required: {args.checkpoint} records no training run's data set")
     return run_cli(args.entry, args)
 
 

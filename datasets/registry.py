@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .base import ListedSegmentationDataset, Transform
+from .errors import DataError
+from .io.lists import MISSING_LIST
 
 DATA_KINDS = ("volume", "image")  # evaluation items: [D, H, W] grey volumes, or single [C, H, W] images
 # Units of the surface distances (HD95, ASD): voxel steps, as the benchmark papers report them, or millimetres, from
@@ -187,8 +189,19 @@ class DatasetSpec:
 
     def build(self, base_dir: str | os.PathLike, list_dir: str | os.PathLike, split: str, num_classes: int,
               transform: Transform | None = None, seed: int = 1234) -> ListedSegmentationDataset:
-        """The reader of one split (raises DataError for a missing list, folder or listed file)."""
-        return self.reader(base_dir, list_dir, split, num_classes, transform=transform, seed=seed)
+        """The reader of one split (raises DataError for a missing list, folder or listed file; a missing list's
+        names the option and the commands that write lists)."""
+        try:
+            return self.reader(base_dir, list_dir, split, num_classes, transform=transform, seed=seed)
+        except DataError as err:
+            if err.problem != MISSING_LIST:
+                raise
+            writers = [f"python -m datasets.phantoms --dataset {self.name} --out DIR (a synthetic set)"] \
+                if self.phantom is not None else []
+            if self.prepare_module:
+                writers.insert(0, f"python -m {self.prepare_module} (from the official download)")
+            raise DataError(err.path, f"{MISSING_LIST}; --list_dir names the folder of the lists (here {list_dir})"
+                            + (f", written by {' or '.join(writers)}" if writers else "")) from None
 
 
 _DATASETS: dict[str, DatasetSpec] = {}

@@ -31,6 +31,7 @@ from networks.registry import model_config
 from utils.checkpoint import CheckpointError, peek_arch
 from utils.config import EvalConfig, RunOptions, TrainConfig, config_from_namespace
 from utils.inference import TTA_MODES
+from utils.run_defaults import checkpoint_defaults
 
 DEFAULT_MODEL = "sim_mpnet"
 AMP_MODES = ("none", "bf16", "fp16")
@@ -99,6 +100,7 @@ class RunParser(argparse.ArgumentParser):
         self.train_option_names: list[str] = []
         self.context_option_names: list[str] = []
         self._built = False
+        self.checkpoint_path: str | None = None
 
     def _selection(self, argv: Sequence[str]) -> tuple[str, str | None]:
         """(data set, model) named on the command line (the model may be None for testing: the checkpoint's)."""
@@ -108,9 +110,12 @@ class RunParser(argparse.ArgumentParser):
         first.add_argument("--checkpoint", default=None)
         known, _ = first.parse_known_args(argv)
         dataset = self.fixed_dataset
+        if dataset is None and known.dataset is None and self.role == "test":
+            known.dataset = checkpoint_defaults(known.checkpoint, None).get("dataset")  # the run's data set
         if dataset is None:
             if known.dataset is None:
-                self.error(f"--dataset is required; registered: {', '.join(list_datasets())}")
+                self.error(f"--dataset is required{' (the checkpoint records none)' if known.checkpoint else ''}; "
+                           f"registered: {', '.join(list_datasets())}")
             dataset = known.dataset
         elif known.dataset is not None and known.dataset.lower() != dataset:
             self.error(f"--dataset {known.dataset} contradicts this script, which handles {dataset}")
@@ -123,12 +128,14 @@ class RunParser(argparse.ArgumentParser):
             model_entry(model)
         except ValueError as exc:
             self.error(str(exc))
+        self.checkpoint_path = known.checkpoint
         return dataset, model
 
     def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
         argv = list(sys.argv[1:] if args is None else args)
         if not self._built:
-            if self.fixed_dataset is None and "--dataset" not in " ".join(argv) and {"-h", "--help"} & set(argv):
+            if self.fixed_dataset is None and "--dataset" not in " ".join(argv) and {"-h", "--help"} & set(argv) \
+                    and not (self.role == "test" and "--checkpoint" in " ".join(argv)):
                 _add_selection_help(self)  # options depend on the model and data set: say how to list them
             else:
                 _build(self, *self._selection(argv))
@@ -204,6 +211,8 @@ def _build(parser: RunParser, dataset: str, model: str) -> None:
                            help="PNG overlays (ground truth | prediction) of the N slices per case with the most "
                                 "foreground (2-D image sets: one per image when N >= 1), in <output_dir>/overlays")
     _add_release_compat(parser, dataset, parser.role)
+    if parser.role == "test":  # what the checkpoint's run recorded is the default; an option given overrides it
+        parser.set_defaults(**checkpoint_defaults(parser.checkpoint_path, dataset))
 
 
 def _add_release_compat(parser: argparse.ArgumentParser, dataset: str, role: str) -> None:
@@ -223,11 +232,12 @@ def _add_data_options(parser: argparse.ArgumentParser, dataset: str, role: str) 
     group = parser.add_argument_group(f"data ({spec.title})")
     if role == "train":
         group.add_argument("--root_path", default=spec.root_path, help="directory of the training images/slices")
+    recorded = "" if role == "train" else "; testing: the checkpoint's run's, on its data set"
     group.add_argument("--volume_path", default=spec.volume_path,
-                       help="directory of the test/validation images/volumes")
-    group.add_argument("--list_dir", default=spec.list_dir, help="directory of the list files")
+                       help="directory of the test/validation images/volumes" + recorded)
+    group.add_argument("--list_dir", default=spec.list_dir, help="directory of the list files" + recorded)
     group.add_argument("--num_classes", type=positive_int, default=spec.num_classes,
-                       help="classes including background")
+                       help="classes including background" + recorded)
     if role == "train":
         group.add_argument("--num_workers", type=non_negative_int, default=min(4, os.cpu_count() or 1),
                            help="DataLoader worker processes (0: load in the main process)")

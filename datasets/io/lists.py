@@ -7,14 +7,16 @@ from collections.abc import Iterable
 from ..errors import DataError
 from .atomic import atomic_path
 
-__all__ = ["read_list", "write_list"]
+__all__ = ["MISSING_LIST", "read_list", "write_list"]
+
+MISSING_LIST = "list file does not exist"
 
 
 def read_list(list_path: str | os.PathLike) -> list[str]:
     """Non-blank, stripped lines of a split list file; DataError if missing or empty."""
     list_path = os.fspath(list_path)
     if not os.path.isfile(list_path):
-        raise DataError(list_path, "list file does not exist")
+        raise DataError(list_path, MISSING_LIST)
     with open(list_path, encoding="utf-8") as handle:
         entries = [line.strip() for line in handle if line.strip()]
     if not entries:

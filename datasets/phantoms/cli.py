@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import get_dataset, list_datasets  # importing the package registers the sets
+from ..next_steps import next_steps_text
 from ..registry import PhantomSpec
 from .own import RAW_FORMAT_OPTIONS, RAW_FORMATS, write_raw_phantom
 
@@ -73,7 +74,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", required=True, help=f"writes OUT/<{folders}>/... and OUT/lists/lists_<name>/")
     parser.add_argument("--seed", type=int, default=0)
     for option, what in OPTION_HELP.items():
-        parser.add_argument(f"--{option}", type=int, default=None, help=f"{what} ({', '.join(sets_taking(option))})")
+        aliases = [f"--{alias}" for alias in KEYWORD_ALIASES.get(option, ())]  # the writers' own spelling works too
+        parser.add_argument(f"--{option}", *aliases, dest=option, type=int, default=None,
+                            help=f"{what} ({', '.join(sets_taking(option))})")
     parser.add_argument("--official", action="store_true",
                         help="write a fake official download to OUT/<name>_official instead, the input of the set's "
                              f"preparation script (only --seed; {', '.join(sets_with_download())})")
@@ -129,5 +132,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     counts = ", ".join(f"{len(names)} {split}" for split, names in entries.items()) or "the"
     folders = dict.fromkeys((result["root_path"], result["volume_path"]))  # one folder, or training and volumes
     print(f"wrote {counts} items to {' and '.join(folders)}, lists in {result['list_dir']}")
+    print(next_steps_text(spec.name, result["root_path"], result["volume_path"], result["list_dir"]))
     return 0
 

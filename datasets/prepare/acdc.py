@@ -139,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     prepare = partial(prepare_acdc, args.raw_dir, args.out_dir, args.list_dir, args.seed, args.fractions,
                       args.include_testing)
-    return run_preparation(prepare, args.out_dir, args.list_dir)
+    return run_preparation(prepare, args.out_dir, args.list_dir, "acdc")
 
 
 if __name__ == "__main__":

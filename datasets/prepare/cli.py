@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..argtypes import positive_int
 from ..errors import DataError
+from ..next_steps import next_steps_text, prepared_folders
 
 __all__ = ["add_preparation_arguments", "image_set_main", "preparation_parser", "run_preparation"]
 
@@ -21,25 +22,32 @@ def preparation_parser(module_file: str, description: str) -> argparse.ArgumentP
 
 
 def add_preparation_arguments(
-    parser: argparse.ArgumentParser, src_help: str, out: str, out_help: str, list_dir: str, size: int
+    parser: argparse.ArgumentParser, src_help: str, out: str, out_help: str, list_dir: str, size: int,
+    seed: int | None = None,
 ) -> None:
-    """The options the colour preparations share: --src, --out, --list_dir, --size, --seed."""
+    """The options the colour preparations share: --src, --out, --list_dir, --size, --seed (default ``seed``;
+    None: no permutation, the sorted names are split)."""
     parser.add_argument("--src", required=True, help=src_help)
     parser.add_argument("--out", default=out, help=out_help)
     parser.add_argument("--list_dir", default=list_dir, help="writes LIST_DIR/{train,val,test}.txt")
     parser.add_argument("--size", type=positive_int, default=size, help="output height and width")
-    parser.add_argument("--seed", type=int, default=None,
-                        help="permute the images with this seed before splitting (default: sorted names)")
+    parser.add_argument("--seed", type=int, default=seed,
+                        help="permute the images with this seed before splitting (default: "
+                             + ("sorted names, not permuted)" if seed is None else f"{seed})"))
 
 
-def run_preparation(prepare: Callable[[], Mapping[str, Sequence[str]]], out: str, list_dir: str) -> int:
-    """Run ``prepare()``; print its DataError (exit status 1) or a summary of the entries (0)."""
+def run_preparation(prepare: Callable[[], Mapping[str, Sequence[str]]], out: str, list_dir: str,
+                    dataset: str | None = None) -> int:
+    """Run ``prepare()``; print its DataError (exit status 1) or a summary of the entries and, for a registered
+    ``dataset``, the train and test commands on what was written (0)."""
     try:
         entries = prepare()
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print("wrote " + ", ".join(f"{len(v)} {k}" for k, v in entries.items()) + f" items to {out}, lists in {list_dir}")
+    if dataset is not None:
+        print(next_steps_text(dataset, *prepared_folders(dataset, out), list_dir))
     return 0
 
 
@@ -51,10 +59,9 @@ def image_set_main(
     ``prepare(src, out, list_dir, size, seed)``."""
     def main(argv: Sequence[str] | None = None) -> int:
         parser = preparation_parser(module_file, description)
-        add_preparation_arguments(parser, src_help, out, out_help, list_dir, size)
-        parser.set_defaults(seed=seed)
+        add_preparation_arguments(parser, src_help, out, out_help, list_dir, size, seed)
         args = parser.parse_args(argv)
         return run_preparation(partial(prepare, args.src, args.out, args.list_dir, args.size, args.seed),
-                               args.out, args.list_dir)
+                               args.out, args.list_dir, Path(module_file).stem)
 
     return main

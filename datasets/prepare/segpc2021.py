@@ -246,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.scale < 0:
         parser.error(f"--scale must be >= 0, got {args.scale}")
     prepare = partial(prepare_segpc2021, args.src, args.out, args.list_dir, args.size, args.seed, args.mode, args.scale)
-    return run_preparation(prepare, args.out, args.list_dir)
+    return run_preparation(prepare, args.out, args.list_dir, "segpc2021")
 
 
 if __name__ == "__main__":

@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--test_cases", type=int, nargs="+", default=list(SYNAPSE_TEST_CASES))
     args = parser.parse_args(argv)
     return run_preparation(partial(prepare_synapse, args.raw_dir, args.out_dir, args.list_dir, args.test_cases),
-                           args.out_dir, args.list_dir)
+                           args.out_dir, args.list_dir, "synapse")
 
 
 if __name__ == "__main__":
