@@ -13,7 +13,8 @@ from ..errors import DataError, first_line
 from .volumes import RawVolume, checked_volume
 
 __all__ = ["NIFTI_SUFFIXES", "NIFTI_AFFINE", "MM_PER_UNIT", "nifti_image", "mm_per_unit", "load_nifti",
-           "load_nifti_pair", "read_nifti", "label_dtype", "nifti_bytes", "volume_nifti_bytes", "label_nifti_bytes"]
+           "load_nifti_pair", "read_nifti", "label_dtype", "nifti_bytes", "volume_nifti_bytes", "label_nifti_bytes",
+           "label_nifti_image"]
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 NIFTI_AFFINE = np.eye(4)  # unit spacing, as the release wrote its predictions
@@ -90,8 +91,15 @@ def volume_nifti_bytes(data: np.ndarray, affine: np.ndarray) -> bytes:
 
 def label_nifti_bytes(labels: np.ndarray, affine: np.ndarray, header: nib.Nifti1Header | None,
                       num_classes: int) -> bytes:
-    """Gzipped NIfTI (-1, or -2 like the input) of a label map with ``affine``: the input's header (qform / sform
-    codes, units, ...) when given, else scanner-space codes in mm; integer voxels, no scaling, intent 'label'."""
+    """Gzipped NIfTI of :func:`label_nifti_image` (predict.py's label maps)."""
+    image = label_nifti_image(labels, affine, header, num_classes)
+    return gzip.compress(image.to_bytes(), compresslevel=NIFTI_COMPRESSION, mtime=0)
+
+
+def label_nifti_image(labels: np.ndarray, affine: np.ndarray, header: nib.Nifti1Header | None,
+                      num_classes: int) -> nib.Nifti1Image | nib.Nifti2Image:
+    """NIfTI (-1, or -2 like the input) of a label map with ``affine``: the input's header (qform / sform codes,
+    units, ...) when given, else scanner-space codes in mm; integer voxels, no scaling, intent 'label'."""
     labels = np.asarray(labels, dtype=label_dtype(num_classes))
     image_class = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
     image = image_class(labels, affine, header=header)
@@ -103,4 +111,4 @@ def label_nifti_bytes(labels: np.ndarray, affine: np.ndarray, header: nib.Nifti1
     image.header.set_slope_inter(1.0, 0.0)
     image.header.set_intent("label")
     image.header["cal_min"], image.header["cal_max"] = 0, num_classes - 1
-    return gzip.compress(image.to_bytes(), compresslevel=NIFTI_COMPRESSION, mtime=0)
+    return image

@@ -19,8 +19,7 @@ from utils.visual import display_rgb, image_grid, overlay, save_png, side_by_sid
 
 from .geometry import voxel_volume_mm3
 from .inputs import IMAGE_FORMATS, VOLUME_FORMATS, InputItem, find_inputs
-from .readers import prepared_volume, read_picture, read_raw_volume
-from .segmenter import STORED_ORIENTATION, Segmenter, load_segmenter
+from .segmenter import STORED_ORIENTATION, Segmenter, load_segmenter, segment_input
 from .writers import (
     CONTEXT_CSV, LABEL_SUFFIX, OVERLAY_DIR, PROBABILITIES_SUFFIX, VOLUMES_CSV, context_csv_text, existing_labels,
     probabilities_bytes, volume_rows, volumes_csv_text,
@@ -105,18 +104,12 @@ class Predictor:
 
     # -- volumes
     def volume(self, item: InputItem, created: CreatedPaths) -> tuple[list[list[str]], str]:
-        probabilities = self.config.save_probabilities
-        if item.format == "prepared":
-            result = self.segmenter.prepared_volume(prepared_volume(item.path, self.segmenter.spec),
-                                                    probabilities=probabilities)
-            # written as the test scripts' --is_savenii writes predictions: axes reversed, unit spacing
+        result, raw = segment_input(self.segmenter, item, probabilities=self.config.save_probabilities)
+        if raw is None:  # prepared: written as the test scripts' --is_savenii writes predictions (axes reversed)
             output, affine, header, voxel_mm3 = result.labels.T, NIFTI_AFFINE, None, None
             output_probabilities = None if result.probabilities is None else np.moveaxis(result.probabilities.T,
                                                                                           -1, 0)
         else:
-            self.segmenter.raw_input(item.path)
-            raw = read_raw_volume(item)
-            result = self.segmenter.volume(raw.data, raw.affine, probabilities=probabilities, path=item.path)
             output, output_probabilities = result.labels, result.probabilities
             affine, header, voxel_mm3 = raw.affine, raw.header, voxel_volume_mm3(raw.affine, raw.mm_per_unit)
         paths = self.paths(item)
@@ -136,13 +129,7 @@ class Predictor:
 
     # -- images
     def image(self, item: InputItem, created: CreatedPaths) -> tuple[list[list[str]], str]:
-        spec = self.segmenter.spec
-        self.segmenter.raw_input(item.path)
-        # read as the data set holds images; the model's input is converted from it
-        picture = read_picture(item, spec, spec.in_chans)
-        result = self.segmenter.picture(picture, probabilities=self.config.save_probabilities,
-                                        prepared=item.format == "prepared", path=item.path,
-                                        query_path=str(item.path))
+        result, picture = segment_input(self.segmenter, item, probabilities=self.config.save_probabilities)
         labels, num_classes = result.labels, self.num_classes
         paths = self.paths(item)
         if result.probabilities is not None:

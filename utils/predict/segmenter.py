@@ -30,8 +30,11 @@ from utils.model_input import InputConversion, convert_entries, image_keys, mode
 from utils.runlog import amp_dtype
 
 from .geometry import SliceLayout
+from .inputs import InputItem
+from .readers import prepared_volume, read_picture, read_raw_volume
 
-__all__ = ["STORED_ORIENTATION", "Segmenter", "VolumeSegmentation", "PictureSegmentation", "load_segmenter"]
+__all__ = ["STORED_ORIENTATION", "Segmenter", "VolumeSegmentation", "PictureSegmentation", "load_segmenter",
+           "segment_input"]
 
 STORED_ORIENTATION = "stored"  # orientation 'stored': keep the input's voxel order
 
@@ -145,6 +148,22 @@ class Segmenter:
             if scores is not None:
                 scores = np.stack([resize_slice(p, (height, width), PROBABILITY_ZOOM_ORDER) for p in scores])
         return PictureSegmentation(labels, scores, context, names, seconds)
+
+
+def segment_input(segmenter: Segmenter, item: InputItem, *, probabilities: bool = False):
+    """One input read as predict.py reads it and segmented: ``(result, source)``, the source being the RawVolume
+    of a raw volume (geometry, header), the picture uint8 [H, W, C] of an image, None for a prepared volume (whose
+    labels stay in the prepared layout [D, H, W])."""
+    spec = segmenter.spec
+    if segmenter.kind == "volume" and item.format == "prepared":
+        return segmenter.prepared_volume(prepared_volume(item.path, spec), probabilities=probabilities), None
+    segmenter.raw_input(item.path)  # before reading: a set without raw preprocessing is refused first
+    if segmenter.kind == "volume":
+        raw = read_raw_volume(item)
+        return segmenter.volume(raw.data, raw.affine, probabilities=probabilities, path=item.path), raw
+    picture = read_picture(item, spec, spec.in_chans)  # as the data set holds images (converted for the model)
+    return segmenter.picture(picture, probabilities=probabilities, prepared=item.format == "prepared",
+                             path=item.path, query_path=str(item.path)), picture
 
 
 def query_context(checkpoint: str, provider: ContextProvider, trained: TrainConfig, spec: DatasetSpec,
