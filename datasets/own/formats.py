@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from ..errors import DataError
 from .volumes import IMAGE_ENDINGS, VOLUME_ENDINGS, file_ending
 
-__all__ = ["RawCase", "RawSet", "detect_raw_set", "read_nnunet", "read_msd", "read_folder", "DATASET_JSON",
+__all__ = ["RawCase", "RawSet", "read_json", "detect_raw_set", "read_nnunet", "read_msd", "read_folder", "DATASET_JSON",
            "SPLITS_FILE", "FOLDER_IMAGE_ENDINGS"]
 
 DATASET_JSON = "dataset.json"
@@ -55,12 +55,17 @@ def _visible(folder: str) -> list[str]:
     return sorted(name for name in os.listdir(folder) if not name.startswith("."))
 
 
-def _read_json(path: str) -> dict:
+def read_json(path: str) -> object:
+    """A JSON file's content; DataError naming the file when unreadable."""
     try:
         with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
+            return json.load(handle)
     except (OSError, ValueError) as exc:
         raise DataError(path, f"cannot read JSON: {exc}") from exc
+
+
+def _read_json(path: str) -> dict:
+    data = read_json(path)
     if not isinstance(data, dict):
         raise DataError(path, "expected a JSON object")
     return data

@@ -20,7 +20,8 @@ from .descriptor import CaseGeometry, Descriptor
 
 __all__ = ["CANONICAL_ORIENTATION", "IMAGE_ORDER", "LABEL_ORDER", "orientation_codes", "voxel_spacing",
            "to_canonical", "canonical_spacing", "slice_axes_for", "choose_slice_axes", "target_spacing",
-           "resample_inplane", "resampled_shape", "prepare_geometry", "to_original_grid", "image_to_original"]
+           "resample_inplane", "resampled_shape", "prepare_geometry", "to_original_grid", "to_source_values",
+           "image_to_original"]
 
 CANONICAL_ORIENTATION = "LPS"
 IMAGE_ORDER = 3  # cubic spline for intensities (nnU-Net's order for data)
@@ -143,6 +144,13 @@ def to_original_grid(labels: np.ndarray, case: CaseGeometry, descriptor: Descrip
     back = np.moveaxis(back, range(leading), range(3, 3 + leading))  # orientation acts on the first three axes
     back = nib.orientations.apply_orientation(back, _transform(CANONICAL_ORIENTATION, case.orientation))
     return np.ascontiguousarray(np.moveaxis(back, range(3, 3 + leading), range(leading)))
+
+
+def to_source_values(labels: np.ndarray, descriptor: Descriptor) -> np.ndarray:
+    """Prepared class indices -> the label values of the user's files (``descriptor.label_values``: e.g. 0/255 of
+    binary folder masks, or dataset.json's values when they were not consecutive)."""
+    values = np.asarray(descriptor.label_values)
+    return values.astype(np.uint8 if values.max() < 256 else np.int32)[np.asarray(labels)]
 
 
 def image_to_original(label: np.ndarray, case: CaseGeometry) -> np.ndarray:

@@ -3,12 +3,11 @@ blocks of the sorted case names (:func:`datasets.prepare.splits.split_in_blocks`
 test split."""
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
 from ..errors import DataError
 from ..prepare.splits import split_in_blocks
-from .formats import RawSet
+from .formats import RawSet, read_json
 
 __all__ = ["OWN_SPLITS", "DEFAULT_FRACTIONS", "DEFAULT_SEED", "choose_splits", "read_fold"]
 
@@ -19,11 +18,7 @@ DEFAULT_SEED = 1234
 
 def read_fold(path: str, fold: int, pool: Sequence[str]) -> tuple[list[str], list[str]]:
     """(train, val) case names of ``fold`` in an nnU-Net splits_final.json ([{train: [...], val: [...]}, ...])."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            folds = json.load(handle)
-    except (OSError, ValueError) as exc:
-        raise DataError(path, f"cannot read JSON: {exc}") from exc
+    folds = read_json(path)
     if not isinstance(folds, list) or not all(isinstance(f, dict) and "train" in f and "val" in f for f in folds):
         raise DataError(path, "expected a list of folds, each {\"train\": [...], \"val\": [...]}")
     if not 0 <= fold < len(folds):

@@ -15,12 +15,13 @@ import pytest
 from PIL import Image
 
 from datasets.own.descriptor import load_descriptor
-from datasets.own.geometry import image_to_original, to_original_grid
+from datasets.own.geometry import image_to_original, to_original_grid, to_source_values
 from datasets.phantoms.cli import main as phantoms_main
 from datasets.phantoms.own import write_folder_phantom, write_msd_phantom, write_nnunet_phantom
 from datasets.prepare.own import main
 from datasets.rgb import RGBSegmentationDataset
 from datasets.synapse import SynapseDataset
+from tests.datasets.test_own_bad_input import tiny_nnunet
 
 
 def prepare(src, out, *extra: str) -> None:
@@ -174,3 +175,20 @@ def test_phantom_cli_formats(tmp_path, capsys):
     assert "python -m datasets.prepare.own --src" in capsys.readouterr().out
     assert len(os.listdir(tmp_path / "Folder_Phantom" / "masks")) == 3
     assert phantoms_main(["--format", "msd", "--out", str(tmp_path), "--size", "16"]) == 2
+
+
+def test_label_values_that_are_not_consecutive_are_mapped_and_back(tmp_path):
+    """dataset.json declares 0, 1 and 4: prepared classes 0, 1, 2; predictions go back to the declared values."""
+    src = tiny_nnunet(tmp_path / "raw", labels={"background": 0, "a": 1, "b": 4})
+    for case in range(3):
+        path = f"{src}/labelsTr/c{case}.nii.gz"
+        label = raw_array(path)
+        nib.save(nib.Nifti1Image(np.where(label == 2, 4, label).astype(np.uint8), np.eye(4)), path)
+    prepare(src, tmp_path / "out")
+    desc = load_descriptor(tmp_path / "out")
+    assert (desc.class_names, desc.label_values) == (("a", "b"), (0, 1, 4))
+    case = desc.splits["test"][0]
+    _, label = prepared_volume(desc, case)
+    assert set(np.unique(label)) == {0, 1, 2}
+    back = to_source_values(to_original_grid(label, desc.cases[case], desc), desc)
+    np.testing.assert_array_equal(back, raw_array(desc.cases[case].source))
