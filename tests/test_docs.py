@@ -1,5 +1,6 @@
 """README.md and docs/*.md against the repository: the front page's length, every relative link and image, every
-``python -m MODULE`` / ``python SCRIPT.py`` / ``torchrun ... SCRIPT.py`` in a code block, and every ``make TARGET``.
+``python -m MODULE`` / ``python SCRIPT.py`` / ``torchrun ... SCRIPT.py`` in a code block, every ``make TARGET``, and
+every repository path named in inline code or a code block (``tests/utils/test_x.py``, ``networks/smp/``).
 
 Nothing is trained or run: modules are looked up with ``importlib.util.find_spec`` (which imports only their parent
 packages), scripts and link targets are checked on disk, make targets are read from the Makefile. Every failure names
@@ -160,6 +161,42 @@ def make_targets() -> set[str]:
     return targets
 
 
+# Top-level names that runs and users create (not part of the repository): paths under them are examples.
+GENERATED = {"data", "runs", "pretrained_pth", "lists", "predictions", "build", "dist", "venv", "__pycache__"}
+# Files that moved, named on purpose where the docs say where they went (docs/extending.md#old-module-paths).
+FORMER_PATHS = {"utils/context.py", "utils/predict.py", "utils/protocol.py"}
+PATH_WORD = re.compile(r"[\w.\-/]+")
+
+
+def repository_top() -> set[str]:
+    """The names at the repository's top level (hidden and generated ones left out)."""
+    return {entry.name for entry in ROOT.iterdir() if not entry.name.startswith(".") and entry.name not in GENERATED}
+
+
+def path_words(text: str, top: set[str]) -> list[str]:
+    """The words of ``text`` that name a repository path: under a top-level folder (``tests/utils/x.py``,
+    ``networks/smp/``) or a top-level file (``requirements.txt``); templates (``<set>``, ``{a,b}``, ``*``) and
+    ``path::test`` / ``path:line`` suffixes are left out."""
+    found = []
+    for word in text.split():
+        word = re.sub(r":\d+$", "", word.strip("'\"(),;:`").split("::")[0])
+        if any(mark in word for mark in "<>{}*$[]") or "..." in word or not PATH_WORD.fullmatch(word):
+            continue
+        first = word.split("/")[0]
+        if first in top and ("/" in word or (first == word and "." in word)):
+            found.append(word)
+    return found
+
+
+def repository_paths(path: Path) -> list[tuple[Line, str]]:
+    """Every repository path named in an inline code span or a code block of ``path``, with its line."""
+    top = repository_top()
+    texts = [(line, line.text.split(" #")[0]) for line in read_lines(path)  # a comment in a code block: prose
+             if line.in_code and not FENCE.match(line.text)]
+    texts += [(line, span) for line, _, spans in inline_code(path) for span in spans]
+    return [(line, word) for line, text in texts for word in path_words(text, top)]
+
+
 SEPARATORS = ("&&", "||", ";", "|")
 PYTHON_WORD = re.compile(r"^(?:\S*/)?python(?:3(?:\.\d+)?)?$")
 
@@ -274,6 +311,17 @@ def test_make_targets_exist(path):
     assert not problems, "\n".join(problems)
 
 
+@pytest.mark.parametrize("path", DOC_FILES, ids=lambda path: str(path.relative_to(ROOT)))
+def test_repository_paths_named_in_code_exist(path):
+    problems = [f"{line.where()}: `{name}` does not exist in the repository" for line, name in repository_paths(path)
+                if not (ROOT / name).exists() and not (name in FORMER_PATHS and path.name == "extending.md")]
+    assert not problems, "\n".join(problems)
+
+
+def test_former_paths_are_gone():
+    assert not [name for name in FORMER_PATHS if (ROOT / name).exists()]
+
+
 # ----- the checks themselves, on made-up text ------------------------------------------------------------------------
 def test_slug_follows_github():
     assert slug("Results tables: protocol.py") == "results-tables-protocolpy"
@@ -310,3 +358,9 @@ def test_checks_catch_bad_documents(tmp_path):
     assert [(line.number, target) for line, target in make_mentions(wrapped)] == [(2, "nowhere")]
     assert [(line.number, target) for line, target in links(wrapped)] == [(3, "gone.md")]
     assert "nosuchtarget" not in make_targets() and {"demo", "test", "demo-matchseg"} <= make_targets()
+    paths = tmp_path / "paths.md"
+    paths.write_text("See `tests/test_gone.py::test_x`, `utils/cli.py:12`, `datasets/<set>.py`, `runs/x/last.pth`\n"
+                     "and `requirements.txt`.\n\n```bash\npytest tests/utils/test_nope.py  # `tests/in_comment.py`\n```\n",
+                     encoding="utf-8")
+    assert [(line.number, name) for line, name in repository_paths(paths)] == \
+        [(5, "tests/utils/test_nope.py"), (1, "tests/test_gone.py"), (1, "utils/cli.py"), (2, "requirements.txt")]
