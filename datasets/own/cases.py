@@ -144,12 +144,19 @@ def load_image_case(case: RawCase, raw: RawSet) -> tuple[np.ndarray, np.ndarray]
     if channels == 1:
         image = np.repeat(image, 3, axis=-1)
     if raw.format == "folder":
-        label = read_mask_image(case.label)
+        label = _folder_mask(case.label)
     else:
         label = _spatial_2d(case.label, np.asarray(open_image(case.label)))
     if label.shape != image.shape[:2]:
         raise DataError(case.label, f"label shape {label.shape} differs from image {first}'s {image.shape[:2]}")
     return image, label
+
+
+def _folder_mask(path: str) -> np.ndarray:
+    """A folder's mask: a palette PNG's indices (class-index masks saved with a colour palette), else the grey
+    value (of a 3-channel mask, the first channel)."""
+    image = open_image(path)
+    return np.asarray(image) if image.mode == "P" else read_mask_image(path)
 
 
 def _spatial_2d(path: str, label: np.ndarray) -> np.ndarray:
@@ -160,7 +167,7 @@ def _spatial_2d(path: str, label: np.ndarray) -> np.ndarray:
 
 def mask_values(case: RawCase, raw: RawSet) -> set[int]:
     """The values of one 2-D case's label file (folder masks: grey, first channel)."""
-    label = read_mask_image(case.label) if raw.format == "folder" else \
+    label = _folder_mask(case.label) if raw.format == "folder" else \
         _spatial_2d(case.label, np.asarray(open_image(case.label)))
     return set(np.unique(label).tolist())
 

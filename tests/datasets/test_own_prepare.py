@@ -192,3 +192,25 @@ def test_label_values_that_are_not_consecutive_are_mapped_and_back(tmp_path):
     assert set(np.unique(label)) == {0, 1, 2}
     back = to_source_values(to_original_grid(label, desc.cases[case], desc), desc)
     np.testing.assert_array_equal(back, raw_array(desc.cases[case].source))
+
+
+def test_folder_class_index_masks_and_palette_pngs(tmp_path):
+    """Masks of class indices, one saved with a colour palette (its indices are the classes, not its colours)."""
+    src = tmp_path / "folder"
+    (src / "images").mkdir(parents=True)
+    (src / "masks").mkdir()
+    mask = np.zeros((8, 8), np.uint8)
+    mask[1:4, 1:4], mask[5:7, 5:7] = 1, 2
+    for index in range(4):
+        Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(src / "images" / f"p{index}.jpg")
+        picture = Image.fromarray(mask)
+        if index == 0:
+            picture = picture.convert("P")
+            picture.putpalette([0, 0, 0, 250, 10, 10, 10, 250, 10] + [0] * 759)
+        picture.save(src / "masks" / f"p{index}.png")
+    prepare(src, tmp_path / "out", "--size", "8")
+    desc = load_descriptor(tmp_path / "out")
+    assert desc.class_names == ("class_1", "class_2") and desc.label_values == (0, 1, 2)
+    for split in ("train", "val", "test"):
+        for item in RGBSegmentationDataset(desc.root_path, desc.list_dir, split, 3):
+            np.testing.assert_array_equal(item["label"], mask)
