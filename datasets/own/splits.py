@@ -45,6 +45,9 @@ def choose_splits(raw: RawSet, fold: int = 0, fractions: Sequence[float] = DEFAU
     if raw.splits_file:
         train, val = read_fold(raw.splits_file, fold, pool)
         words = f"{raw.splits_file} fold {fold}"
+        unused = len(pool) - len(train) - len(val)
+        if unused:
+            words += f" ({unused} imagesTr case(s) in neither its train nor its val: unused)"
         if not tests:
             tests, test_words = list(val), "the fold's val cases (no labelled imagesTs)"
         return {"train": train, "val": val, "test": tests}, f"train/val: {words}; test: {test_words}"

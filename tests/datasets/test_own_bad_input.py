@@ -206,3 +206,16 @@ def test_a_failure_in_a_worker_leaves_nothing(tmp_path, capsys, workers):
     label[0, 0, 0] = 9
     save(f"{src}/labelsTr/c2.nii.gz", label)
     assert f"{src}/labelsTr/c2.nii.gz: label values [9]" in run_bad(src, tmp_path, capsys, "--workers", str(workers))
+
+
+def test_a_fold_that_splits_final_does_not_hold(tmp_path, capsys):
+    src = tiny_nnunet(tmp_path / "raw")
+    json.dump([{"train": ["c0", "c1"], "val": ["c2"]}], open(f"{src}/splits_final.json", "w"))
+    assert f"{src}/splits_final.json: --fold 1: the file holds folds 0..0" in run_bad(src, tmp_path, capsys, "--fold",
+                                                                                       "1")
+
+
+def test_a_fold_naming_an_unknown_case(tmp_path, capsys):
+    src = tiny_nnunet(tmp_path / "raw")
+    json.dump([{"train": ["c0", "c9"], "val": ["c2"]}], open(f"{src}/splits_final.json", "w"))
+    assert f"{src}/splits_final.json: fold 0 names case 'c9', not in imagesTr" in run_bad(src, tmp_path, capsys)
