@@ -74,7 +74,7 @@ class LoopDMWLA(DMWLA):
 class LoopDSGIM(DSGIM):
     """DS-GIM with explicit loops over samples, windows and rows and a materialised N x N attention."""
 
-    def forward(self, x: torch.Tensor, decay: float) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, decay: float, site: int = 0) -> torch.Tensor:
         batch, channels, height, width = x.shape
         wh, ww = height // 2, width // 2
         query_scale = torch.ones_like(x[:, :1])
@@ -108,7 +108,7 @@ class LoopDSGIM(DSGIM):
                 far[b, i, i] = True
         weights = (torch.softmax(logits.masked_fill(~far, float("-inf")), dim=-1)
                    + torch.softmax(logits.masked_fill(far, float("-inf")), dim=-1))
-        return self.conv(to_map(self.fc(torch.bmm(weights, value)), *x.shape[-2:]))
+        return self.conv(to_map(self.fc(torch.bmm(weights, value)), *x.shape[-2:]), site)
 
 
 def use_reference_impl(model: nn.Module) -> nn.Module:

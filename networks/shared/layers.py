@@ -38,3 +38,43 @@ class OverlapPatchEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.proj(x)
         return to_map(self.norm(to_tokens(x)), *x.shape[-2:])
+
+
+class SharedAffineBatchNorm2d(nn.Module):
+    """BatchNorm2d for one module applied at several call sites of a forward: one learned affine transform (weight,
+    bias: the parameters of a single BatchNorm2d), running statistics per site (``sites.<i>``, plain affine-free
+    BatchNorm2d layers).
+
+    Why: a module reused at ``sites`` places sees a different input distribution at each. With one set of running
+    statistics, training normalises every call by its own batch, but evaluation normalises every call by the average
+    over the sites, which fits none of them. forward(x, site) normalises with site ``site``'s statistics.
+
+    A state dict of a single BatchNorm2d (``running_mean`` / ``running_var`` / ``num_batches_tracked`` beside
+    ``weight`` / ``bias``) loads too, its statistics copied to every site.
+    """
+
+    STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
+
+    def __init__(self, num_features: int, sites: int, eps: float = 1e-5, momentum: float | None = 0.1):
+        super().__init__()
+        if sites < 1:
+            raise ValueError(f"sites must be at least 1, got {sites}")
+        self.num_features = num_features
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+        self.sites = nn.ModuleList(nn.BatchNorm2d(num_features, eps, momentum, affine=False) for _ in range(sites))
+
+    def forward(self, x: torch.Tensor, site: int) -> torch.Tensor:
+        shape = (1, -1, 1, 1)
+        return self.sites[site](x) * self.weight.view(shape) + self.bias.view(shape)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        for name in self.STATISTICS:
+            shared = state_dict.pop(prefix + name, None)
+            if shared is not None:
+                for index in range(len(self.sites)):
+                    state_dict.setdefault(f"{prefix}sites.{index}.{name}", shared.clone())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, sites={len(self.sites)}"

@@ -35,6 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..shared.attention import attention, full_range_autocast, in_float16, to_map, to_tokens
+from ..shared.layers import SharedAffineBatchNorm2d
 from .config import FIDELITY_MODES, SimMPNetConfig
 
 WINDOW_GRID = 2  # windows per side
@@ -110,49 +111,68 @@ def release_split_attention(query: torch.Tensor, key: torch.Tensor, value: torch
 
 
 class BottleneckConvBlock(nn.Sequential):
-    """3x3 conv-BN-ReLU to C/4 and back to C (the release's DS-GIM conv block)."""
+    """3x3 conv-BN-ReLU to C/4 and back to C (the release's DS-GIM conv block); forward(x, site).
 
-    def __init__(self, channels: int, reduction: int = 4):
+    ``sites`` > 1: the block serves that many call sites, each normalised with its own running statistics
+    (:class:`SharedAffineBatchNorm2d`: same weights, so the same parameters as one block); 1: plain BatchNorm2d.
+    """
+
+    def __init__(self, channels: int, reduction: int = 4, sites: int = 1):
         hidden = max(channels // reduction, 1)
+
+        def norm(width: int) -> nn.Module:
+            return nn.BatchNorm2d(width) if sites == 1 else SharedAffineBatchNorm2d(width, sites)
+
         super().__init__(
-            nn.Conv2d(channels, hidden, 3, padding=1), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, channels, 3, padding=1), nn.BatchNorm2d(channels), nn.ReLU(inplace=True),
+            nn.Conv2d(channels, hidden, 3, padding=1), norm(hidden), nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, channels, 3, padding=1), norm(channels), nn.ReLU(inplace=True),
         )
+
+    def forward(self, x: torch.Tensor, site: int = 0) -> torch.Tensor:
+        for layer in self:
+            x = layer(x, site) if isinstance(layer, SharedAffineBatchNorm2d) else layer(x)
+        return x
 
 
 class DSGIM(nn.Module):
-    """Double-Similarity Global Internal enhancement Module; forward(x, decay) with x [B, C, H, W], H and W even."""
+    """Double-Similarity Global Internal enhancement Module; forward(x, decay, site) with x [B, C, H, W], H and W
+    even.
+
+    One module serves every block of its stage (shared weights, as released); ``sites`` > 1 gives each of those call
+    sites (``site`` = the block's index) its own BatchNorm running statistics, since each sees another input
+    distribution (docs/fidelity.md, "DS-GIM's normalisation statistics").
+    """
 
     def __init__(self, channels: int, selected_windows: int = SimMPNetConfig.dsgim_selected_windows,
-                 fidelity: str = SimMPNetConfig.fidelity):
+                 fidelity: str = SimMPNetConfig.fidelity, sites: int = 1):
         super().__init__()
         if not 1 <= selected_windows <= WINDOW_GRID * WINDOW_GRID:
             raise ValueError(f"selected_windows must lie in [1, {WINDOW_GRID ** 2}], got {selected_windows}")
         if fidelity not in FIDELITY_MODES:
             raise ValueError(f"fidelity must be one of {', '.join(FIDELITY_MODES)}, got {fidelity!r}")
-        self.channels, self.selected_windows, self.fidelity = channels, selected_windows, fidelity
+        self.channels, self.selected_windows, self.fidelity, self.sites = channels, selected_windows, fidelity, sites
         self.query = nn.Conv2d(channels, channels, 1)
         self.key = nn.Conv2d(channels, channels, 1)
         self.value = nn.Conv2d(channels, channels, 1)
         self.fc = nn.Linear(channels, channels)
-        self.conv = BottleneckConvBlock(channels)
+        self.conv = BottleneckConvBlock(channels, sites=sites)
 
-    def forward(self, x: torch.Tensor, decay: float) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, decay: float, site: int = 0) -> torch.Tensor:
         height, width = x.shape[-2:]
         if height % WINDOW_GRID or width % WINDOW_GRID:
             raise ValueError(f"DS-GIM needs an even feature map, got {height}x{width}")
         selected = selected_window_mask(x, self.selected_windows)
         if self.fidelity == "release":
-            return self._release_forward(x, selected)
+            return self._release_forward(x, selected, site)
         one = torch.ones((), dtype=x.dtype, device=x.device)
         query = to_tokens(self.query(x * torch.where(selected, decay * one, one)))
         key = to_tokens(self.key(x * torch.where(selected, one, decay * one)))
         value = to_tokens(self.value(x))
         far = far_key_mask(query, key)
         mixed = attention(query, key, value, far) + attention(query, key, value, ~far)
-        return self.conv(to_map(self.fc(mixed), height, width))
+        return self.conv(to_map(self.fc(mixed), height, width), site)
 
-    def _release_forward(self, x: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
+    def _release_forward(self, x: torch.Tensor, selected: torch.Tensor, site: int) -> torch.Tensor:
         """The release's forward: the decay truncated to 0 (see the module docstring)."""
         height, width = x.shape[-2:]
         query_keep, key_keep = ~selected, selected  # [B, 1, H, W]
@@ -164,7 +184,8 @@ class DSGIM(nn.Module):
         key = to_tokens(self.key(x * (key_keep & ~zeroed).to(x.dtype)))
         value = to_tokens(self.value(x))
         mixed = release_split_attention(query, key, value)
-        return self.conv(to_map(self.fc(mixed), height, width))
+        return self.conv(to_map(self.fc(mixed), height, width), site)
 
     def extra_repr(self) -> str:
-        return f"channels={self.channels}, selected_windows={self.selected_windows}, fidelity={self.fidelity}"
+        return (f"channels={self.channels}, selected_windows={self.selected_windows}, fidelity={self.fidelity}, "
+                f"sites={self.sites}")

@@ -28,10 +28,13 @@ class MemoryEncoder(nn.Module):
         self.stages = nn.ModuleList(nn.ModuleList(DMWLA(width, **memory) for _ in range(depth))
                                     for width, depth in zip(widths, config.stage_depths))
         # one DS-GIM shared by the stage's blocks (as released); block i uses the i-th decay coefficient (release
-        # fidelity: none - the release's integer mask truncates it to 0, see DSGIM)
+        # fidelity: none - the release's integer mask truncates it to 0, see DSGIM). Paper fidelity: each block's call
+        # normalises with its own BatchNorm statistics (DSGIM `sites`); the release keeps one set for all six.
         self.dsgim_stage = config.dsgim_stage
-        self.dsgim = DSGIM(widths[self.dsgim_stage], config.dsgim_selected_windows, config.fidelity)
-        self.decays = [dsgim_decay(i, config.dsgim_decay_layers) for i in range(config.stage_depths[self.dsgim_stage])]
+        depth = config.stage_depths[self.dsgim_stage]
+        sites = 1 if config.fidelity == "release" else depth
+        self.dsgim = DSGIM(widths[self.dsgim_stage], config.dsgim_selected_windows, config.fidelity, sites)
+        self.decays = [dsgim_decay(i, config.dsgim_decay_layers) for i in range(depth)]
         self.injections = nn.ModuleList(ImageInjection(width, in_channels) for width in widths)
 
     def forward(self, image: torch.Tensor, reference: torch.Tensor) -> list[torch.Tensor]:
@@ -42,7 +45,7 @@ class MemoryEncoder(nn.Module):
             for block_index, block in enumerate(blocks):
                 x = block(x)
                 if index == self.dsgim_stage:
-                    x = self.dsgim(x, self.decays[block_index])
+                    x = self.dsgim(x, self.decays[block_index], block_index)
             x = injection(x, reference)
             features.append(x)
         return features

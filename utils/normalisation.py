@@ -1,0 +1,124 @@
+"""BatchNorm running statistics: how well they fit what each layer receives in evaluation, and their exact
+re-estimation from training batches (PreciseBN, Wu & Johnson 2021).
+
+A BatchNorm layer trains on batch statistics and evaluates with running statistics (a momentum average of the
+batch statistics seen in training). When the two disagree, evaluation normalises the layer's input wrongly and
+the error compounds downstream: e.g. one layer applied at several call sites that see different distributions, or
+statistics that lag behind weights that changed fast. :func:`normalisation_fit` measures the disagreement;
+:func:`recalibrate_batchnorm` replaces the running statistics by exact averages over N batches of the evaluation
+network, every other weight and buffer (memory banks included) untouched.
+
+``forward(model, batch)`` is how a batch goes through the model (the engine passes ``model.forward_batch``), so
+these functions name no model.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+BatchForward = Callable[[nn.Module, dict], object]
+
+
+def batchnorm_layers(model: nn.Module) -> list[tuple[str, nn.modules.batchnorm._BatchNorm]]:
+    """(name, layer) of every BatchNorm layer that keeps running statistics."""
+    return [(name, module) for name, module in model.named_modules()
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats]
+
+
+@dataclass(frozen=True)
+class NormalisationFit:
+    """How one layer's running statistics fit its evaluation inputs (medians over channels):
+    ``shift`` = |input mean - running mean| / running sd, ``variance_ratio`` = input variance / running variance."""
+
+    layer: str
+    shift: float
+    variance_ratio: float
+
+    @property
+    def variance_factor(self) -> float:
+        """max(ratio, 1 / ratio): how far the variance is off, either way."""
+        return max(self.variance_ratio, 1.0 / self.variance_ratio)
+
+
+class _InputMoments:
+    """Per-channel sums of a layer's inputs over every forward, in float64."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total: torch.Tensor | float = 0.0
+        self.squares: torch.Tensor | float = 0.0
+
+    def __call__(self, module: nn.Module, inputs: tuple) -> None:
+        x = inputs[0].detach().double().transpose(0, 1).reshape(inputs[0].shape[1], -1)
+        self.count += x.shape[1]
+        self.total = self.total + x.sum(1)
+        self.squares = self.squares + x.square().sum(1)
+
+    def mean_and_variance(self) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = self.total / self.count
+        return mean, (self.squares / self.count - mean.square()).clamp(min=0)
+
+
+def normalisation_fit(model: nn.Module, batches: Iterable[dict], forward: BatchForward) -> list[NormalisationFit]:
+    """Evaluation-mode forwards of ``batches``; for every BatchNorm layer, the fit of its running statistics to the
+    inputs it received (pooled over all batches). The model is left in evaluation mode; no state changes."""
+    layers = batchnorm_layers(model)
+    moments = {name: _InputMoments() for name, _ in layers}
+    handles = [layer.register_forward_pre_hook(moments[name]) for name, layer in layers]
+    model.eval()
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                forward(model, batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    fits = []
+    for name, layer in layers:
+        if not moments[name].count:
+            continue  # not called by this model's forward
+        mean, variance = moments[name].mean_and_variance()
+        running_mean, running_var = layer.running_mean.double().cpu(), layer.running_var.double().cpu()
+        shift = (mean.cpu() - running_mean).abs() / (running_var + layer.eps).sqrt()
+        ratio = (variance.cpu() + layer.eps) / (running_var + layer.eps)
+        fits.append(NormalisationFit(name, float(shift.median()), float(ratio.median())))
+    return fits
+
+
+def recalibrate_batchnorm(model: nn.Module, batches: Iterable[dict], forward: BatchForward) -> int:
+    """Re-estimate every BatchNorm layer's running statistics as the plain average, over ``batches``, of its batch
+    mean and (unbiased) batch variance in forwards of the evaluation network (every other layer in evaluation mode:
+    no memory update, no dropout). Weights and all other buffers stay as they are. Returns the number of batches;
+    ValueError when there is none. The model is left in evaluation mode."""
+    layers = [layer for _, layer in batchnorm_layers(model)]
+    momenta = [layer.momentum for layer in layers]
+    model.eval()
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None  # cumulative average: batch n weighs 1/n, so the result is the exact mean
+        layer.train()
+    count = 0
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                forward(model, batch)
+                count += 1
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+            layer.eval()
+    if count == 0:
+        raise ValueError("no batch to recalibrate the BatchNorm statistics on")
+    return count
+
+
+def format_fit_table(fits: list[NormalisationFit], rows: int = 8) -> str:
+    """The worst-fitting layers first: shift in running standard deviations, variance ratio."""
+    worst = sorted(fits, key=lambda fit: max(fit.shift, fit.variance_factor - 1), reverse=True)[:rows]
+    width = max([len("layer"), *(len(fit.layer) for fit in worst)])
+    lines = [f"{'layer':<{width}}  shift (sd)  variance ratio"]
+    lines += [f"{fit.layer:<{width}}  {fit.shift:10.2f}  {fit.variance_ratio:14.2f}" for fit in worst]
+    return "\n".join(lines)
