@@ -239,6 +239,9 @@ def get_dataset(name: str | os.PathLike) -> DatasetSpec:
                 return spec_of(path)
         raise ValueError(f"{path} is a folder but not a prepared data set (no dataset_descriptor.json): prepare it "
                          f"with python -m datasets.prepare.own --src {path} --out data/NAME")
+    if os.sep in path or (os.altsep and os.altsep in path):  # a folder name (e.g. recorded by a run) that is gone
+        raise ValueError(f"data set folder {path} does not exist (moved or deleted?); give --dataset with its folder "
+                         f"now, or a registered name: {', '.join(list_datasets())}")
     raise ValueError(f"unknown data set {name!r}; known: {', '.join(list_datasets())}, or the folder of a prepared "
                      f"own data set (python -m datasets.prepare.own)")
 

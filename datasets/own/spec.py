@@ -31,6 +31,9 @@ from ..rgb import RGBSegmentationDataset, resize_image, resize_label
 from ..registry import DatasetSpec, RawInput, register_folder_sets
 from ..synapse import SynapseDataset
 from .descriptor import Descriptor, descriptor_path, is_own_dataset, load_descriptor
+from .geometry import to_original_grid
+from .intensity import normalize_channel
+from .scan import prepare_scan
 
 __all__ = ["OwnVolumeDataset", "spec_from_folder", "spec_from_descriptor", "prepared_spacings", "is_own_dataset"]
 
@@ -94,9 +97,8 @@ class OwnImageDataset(RGBSegmentationDataset):
 
 
 def _volume_normalizer(descriptor: Descriptor) -> Callable[[np.ndarray], np.ndarray]:
-    """The intensity normalisation of the set's single channel (raw voxels -> the model's), as preparation did."""
-    from .intensity import normalize_channel  # the preparation's own function
-
+    """The intensity normalisation of the set's single channel (raw voxels -> the model's): the preparation's own
+    function with the descriptor's statistics."""
     (intensity,) = descriptor.intensity
     return lambda data: normalize_channel(data, intensity)
 
@@ -104,9 +106,6 @@ def _volume_normalizer(descriptor: Descriptor) -> Callable[[np.ndarray], np.ndar
 def _scan_preparation(descriptor: Descriptor):
     """RawInput.scan of a volume set: a new scan through the preparation's path, and the way back to its grid."""
     def scan(data: np.ndarray, affine: np.ndarray):
-        from .geometry import to_original_grid
-        from .scan import prepare_scan
-
         volume, case = prepare_scan([np.asarray(data)], np.asarray(affine), descriptor)
         return np.asarray(volume, dtype=np.float32), lambda array: to_original_grid(array, case, descriptor)
     return scan
@@ -115,8 +114,6 @@ def _scan_preparation(descriptor: Descriptor):
 def _original_grid(descriptor: Descriptor):
     """DatasetSpec.original_grid of a volume set: a prepared-grid array of a case -> its original grid and affine."""
     def original(case_name: str, array: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        from .geometry import to_original_grid
-
         case = descriptor.cases.get(case_name)
         if case is None or case.affine is None:
             return None

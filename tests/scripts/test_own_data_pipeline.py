@@ -82,6 +82,8 @@ def test_a_prepared_folder_is_a_data_set(sets, monkeypatch):
         assert item["image"].shape == tuple(case.prepared_shape)
     with pytest.raises(ValueError, match="not a prepared data set"):
         get_dataset(sets["raw_volumes"])
+    with pytest.raises(ValueError, match="data set folder .*/moved does not exist"):
+        get_dataset(sets["root"] / "moved")
 
 
 def test_volumes_train_test_predict_in_the_original_grid(sets, tmp_path):
