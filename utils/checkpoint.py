@@ -19,10 +19,16 @@ registry) by Sim-MPNet's family into ``sim-mpnet/2``, whose flat option dict ``a
 layout (e.g. a released state_dict of another codebase) goes to the importer a family registered for it
 (``networks.registry.register_weights_importer``): it supplies arch, model_config and the weights, so that such a
 file is tested or applied like a checkpoint (it has no ``options``: no training run, no optimizer).
+
+A checkpoint is verified before it is written and when it is loaded: every floating-point weight and buffer of
+``model`` finite (a diverged run's weights never replace good ones), and ``content_sha256`` (the SHA-256 of its
+content, every tensor's bytes included: :func:`content_hash`) matching its content, so that a damaged file (a flipped
+bit) is one error naming it instead of a model with one weight at 3e36. Files written before the hash load as before.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import json
 import math
@@ -35,10 +41,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from datasets.io.atomic import atomic_write_bytes, atomic_write_text  # the one atomic writer (re-exported)
+from datasets.io.atomic import (  # the one atomic writer (re-exported)
+    atomic_write_all, atomic_write_bytes, atomic_write_text,
+)
 
 CHECKPOINT_FORMAT = "sim-mpnet/3"  # utils.config.NESTED_OPTIONS_FORMAT
 REQUIRED_KEYS = ("format", "model", "model_config")  # and "arch" from the second format on
+HASH_KEY = "content_sha256"
 
 
 class CheckpointError(Exception):
@@ -122,9 +131,94 @@ def model_checkpoint(model: torch.nn.Module) -> dict:
             "model_extra": model.extra_state()}
 
 
+def content_hash(ckpt: Mapping[str, Any]) -> str:
+    """SHA-256 of a checkpoint's content (all but its own ``content_sha256``): every tensor's dtype, shape and bytes
+    and every other value's repr, dict keys in sorted order (lists and tuples alike: a load may turn one into the
+    other)."""
+    digest = hashlib.sha256()
+
+    def add(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            tensor = value.detach().cpu().contiguous()
+            digest.update(f"T{tensor.dtype}{tuple(tensor.shape)}".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(value, Mapping):
+            digest.update(b"{")
+            for key in sorted(value, key=repr):
+                if key != HASH_KEY:
+                    digest.update(repr(key).encode() + b":")
+                    add(value[key])
+            digest.update(b"}")
+        elif isinstance(value, (list, tuple)):
+            digest.update(b"[")
+            for item in value:
+                add(item)
+            digest.update(b"]")
+        else:
+            digest.update(repr(value).encode() + b",")
+
+    add(ckpt)
+    return digest.hexdigest()
+
+
+def nonfinite_weights(ckpt: Mapping[str, Any]) -> tuple[int, int, list[str]]:
+    """(non-finite values, floating-point values, names of the tensors holding them) of ``ckpt['model']``."""
+    bad, total, names = 0, 0, []
+    for name, tensor in (ckpt.get("model") or {}).items():
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
+            count = int((~torch.isfinite(tensor)).sum())
+            bad, total = bad + count, total + tensor.numel()
+            if count:
+                names.append(name)
+    return bad, total, names
+
+
+def nonfinite_problem(ckpt: Mapping[str, Any]) -> str | None:
+    """``"N of M weight values are not finite (in a, b, ...)"``, or None when every one is finite."""
+    bad, total, names = nonfinite_weights(ckpt)
+    if not bad:
+        return None
+    return (f"{bad:,} of {total:,} weight values are not finite (NaN or inf; in {', '.join(names[:3])}"
+            f"{' ...' if len(names) > 3 else ''})")
+
+
+def checkpoint_bytes(path: str | os.PathLike, state: Mapping[str, Any]) -> bytes:
+    """The file content of a checkpoint dict: format stamped, content hash added; FloatingPointError naming ``path``
+    and the step when a weight is not finite (nothing is written)."""
+    ckpt = {"format": CHECKPOINT_FORMAT, **state}
+    problem = nonfinite_problem(ckpt)
+    if problem:
+        where = f" at step {ckpt['global_step']}" if "global_step" in ckpt else ""
+        raise FloatingPointError(f"{path}: not written: the weights diverged{where}: {problem}; the files already "
+                                 f"there are kept")
+    ckpt[HASH_KEY] = content_hash(ckpt)
+    buffer = io.BytesIO()
+    torch.save(ckpt, buffer)
+    return buffer.getvalue()
+
+
 def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> None:
-    """Save a checkpoint dict atomically, stamping the format version."""
-    atomic_torch_save({"format": CHECKPOINT_FORMAT, **state}, path)
+    """Save a checkpoint dict atomically, stamping the format version and the content hash (verified first)."""
+    atomic_write_bytes(path, checkpoint_bytes(path, state))
+
+
+def save_checkpoint_set(paths: list[str | os.PathLike], state: Mapping[str, Any]) -> None:
+    """Save one checkpoint under several names as one set (:func:`datasets.io.atomic.atomic_write_all`): nothing is
+    replaced before every file is complete, and ``paths[0]`` (a run's last.pth) is replaced last."""
+    data = checkpoint_bytes(paths[0], state)
+    atomic_write_all({path: data for path in paths})
+
+
+def checkpoint_identity(ckpt: Mapping[str, Any]) -> dict:
+    """What identifies the state a checkpoint holds: epochs trained, optimizer step, run id and content hash."""
+    return {"epochs": ckpt.get("next_epoch"), "step": ckpt.get("global_step"), "run_id": ckpt.get("run_id"),
+            "sha256": ckpt.get(HASH_KEY) or content_hash(ckpt)}
+
+
+def describe_checkpoint(ckpt: Mapping[str, Any]) -> str:
+    """``"epochs 2, step 40, sha256 <hex>"`` (what a checkpoint records of these) for logs and reports."""
+    identity = checkpoint_identity(ckpt)
+    return ", ".join(f"{key} {identity[key]}" for key in ("epochs", "step", "sha256") if identity[key] is not None)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
@@ -140,6 +234,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     except Exception as exc:  # torch raises many types for truncated/corrupt/unsafe files
         raise CheckpointError(path, f"cannot read checkpoint (corrupt or not a PyTorch file): "
                                     f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    if isinstance(ckpt, dict) and HASH_KEY in ckpt and ckpt[HASH_KEY] != content_hash(ckpt):
+        raise CheckpointError(path, f"content does not match its {HASH_KEY} (the file was damaged or altered after "
+                                    f"it was written): use another checkpoint")
     ckpt = import_foreign_weights(ckpt, path)
     if not isinstance(ckpt, dict) or not all(key in ckpt for key in REQUIRED_KEYS):
         raise CheckpointError(path, "not a checkpoint of this codebase (expected a dict with "
@@ -151,6 +248,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
                                     f"(this code writes {CHECKPOINT_FORMAT!r})")
     if not isinstance(ckpt.get("arch"), str):
         raise CheckpointError(path, "checkpoint names no model architecture ('arch')")
+    problem = nonfinite_problem(ckpt)
+    if problem:
+        raise CheckpointError(path, f"{problem}: the run had diverged when this was written; use another checkpoint")
     return ckpt
 
 

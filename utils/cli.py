@@ -32,6 +32,8 @@ from utils.checkpoint import CheckpointError, peek_arch
 from utils.config import EvalConfig, RunOptions, TrainConfig, config_from_namespace
 from utils.inference import TTA_MODES
 from utils.replay import config_defaults, config_selection
+from utils.runfolder import RunInterrupted, SignalStop
+from utils.runlog import error_line
 from utils.run_defaults import checkpoint_defaults
 
 DEFAULT_MODEL = "sim_mpnet"
@@ -43,7 +45,7 @@ TEST_BATCH_SIZE = 16  # slices per inference batch (2-D image sets infer one ima
 RUNS_DIR = "runs"
 NONE_WORDS = ("none", "null", "")
 # Exception types that mean bad input (reported in one line, exit code 2) rather than a bug.
-EXPECTED_ERRORS = (DataError, CheckpointError, ValueError, OSError)
+EXPECTED_ERRORS = (DataError, CheckpointError, ValueError, OSError, FloatingPointError)  # the last: divergence
 # Release options accepted for compatibility that have no effect here, per role, with the reason.
 _NO_GPU_COUNT = "one device per process; for several GPUs launch with torchrun --nproc_per_node N"
 IGNORED_OPTIONS = {
@@ -414,20 +416,22 @@ def _resolve(parser: RunParser, args: argparse.Namespace) -> None:
 
 def report_error(exc: BaseException) -> str:
     """One line ``error: <file>: <problem>`` for an expected (input) error."""
-    if isinstance(exc, OSError) and exc.filename and exc.strerror:
-        text = f"{exc.filename}: {exc.strerror}"
-    else:
-        text = str(exc)
-    return "error: " + " ".join(text.split())
+    return "error: " + error_line(exc)
 
 
 def run_cli(entry: Callable[[Any], object], args: Any) -> int:
-    """Run ``entry(args)``; bad input becomes one ``error: ...`` line on stderr and exit code 2."""
+    """Run ``entry(args)``; bad input becomes one ``error: ...`` line on stderr and exit code 2, SIGTERM / SIGINT
+    one line and exit code 128 + the signal (utils.runfolder.RunInterrupted), never a traceback."""
     try:
-        entry(args)
+        with SignalStop.installed():
+            entry(args)
     except EXPECTED_ERRORS as exc:
         sys.stdout.flush()
         print(report_error(exc), file=sys.stderr)
         return 2
+    except RunInterrupted as stop:
+        sys.stdout.flush()
+        print(stop, file=sys.stderr)
+        return stop.exit_code
     return 0
 

@@ -23,7 +23,8 @@ from datasets import get_dataset
 from datasets.io.nifti import label_nifti_bytes, nifti_bytes, volume_nifti_bytes
 from datasets.registry import DATA_KINDS
 from utils.checkpoint import (
-    CheckpointError, atomic_write_bytes, atomic_write_json, atomic_write_text, build_model_from_checkpoint, json_safe,
+    CheckpointError, atomic_write_bytes, atomic_write_json, atomic_write_text, build_model_from_checkpoint,
+    checkpoint_identity, describe_checkpoint, json_safe,
 )
 from utils.config import EvalConfig, RunOptions, saved_options
 from utils.inference import model_device, predict_image, predict_volume, resolve_device
@@ -289,6 +290,7 @@ def evaluate(config: EvalConfig) -> dict:
     model, checkpoint = build_model_from_checkpoint(config.checkpoint, requested_architecture(config),
                                                     map_location="cpu", arch=config.model)
     check_input_channels(config.checkpoint, model, config.dataset)
+    checkpoint_line = f"{config.checkpoint} ({describe_checkpoint(checkpoint)})"  # which state was evaluated
     model.to(device)
     img_size = model.img_size
     dataset = with_test_context(dataset, config, model.arch, saved_options(checkpoint), img_size, str(device),
@@ -304,7 +306,7 @@ def evaluate(config: EvalConfig) -> dict:
             for note in config.notes:
                 logger.info(note)
             logger.info("evaluating %s on %d %ss of %s (%s protocol, HD95/ASD in %s, img_size %d, device %s, tta %s)",
-                        config.checkpoint, len(dataset), kind, config.test_list, config.metrics, distance_unit,
+                        checkpoint_line, len(dataset), kind, config.test_list, config.metrics, distance_unit,
                         img_size, device, config.tta)
             if context_info:
                 logger.info("batch context: %s", context_info)
@@ -321,14 +323,15 @@ def evaluate(config: EvalConfig) -> dict:
                                                on_case=on_case, desc="test", tta=config.tta,
                                                distance_unit=distance_unit)
             record = {**summary_record(summary, labels, config.metrics, str(config.checkpoint), len(per_case),
-                                       distance_unit),
+                                       distance_unit), "checkpoint_state": checkpoint_identity(checkpoint),
                       "tta": config.tta, **({"context": context_info} if context_info else {})}
             csv_text = metrics_csv_text(per_case, labels, distance_unit)
             atomic_write_text(created.track(output_dir / "metrics.csv"), csv_text)
             atomic_write_json(created.track(output_dir / "summary.json"), record)
             case_notes = getattr(dataset, "case_notes", None)  # per-case context, e.g. a query's supports
             write_test_report(created.track(output_dir / REPORT_HTML), record=json_safe(record), metrics_csv=csv_text,
-                              run=report_facts(config, model.arch, kind, img_size, device, len(per_case)),
+                              run={**report_facts(config, model.arch, kind, img_size, device, len(per_case)),
+                                   "checkpoint": checkpoint_line},
                               overlays=overlays, notes=case_notes() if case_notes is not None else None,
                               title=f"{model.arch} on {config.dataset} / {config.test_list}")
             logger.info("\n%s", metric_tables(per_case, summary, labels, distance_unit))

@@ -38,10 +38,11 @@ class TrainState:
     best_val_dice: float = -math.inf
     best_test_dice: float = -math.inf
     validations_since_best: int = 0  # the early-stop counter: validations since best_val_dice last rose
+    run_id: str | None = None  # the run the checkpoint belongs to (utils.runfolder; None: written before run ids)
 
 
 # TrainState fields that checkpoints written before them lack, with the value such a run had.
-STATE_ADDED_LATER = {"validations_since_best": 0}
+STATE_ADDED_LATER = {"validations_since_best": 0, "run_id": None}
 
 
 def recorded_options(config: TrainConfig) -> dict:

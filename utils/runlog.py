@@ -32,6 +32,7 @@ def run_logging(log_file: str | os.PathLike | None, console: bool = True) -> Ite
         handlers.append(logging.FileHandler(log_file, mode="a", encoding="utf-8"))
     if console:
         handlers.append(logging.StreamHandler(sys.stdout))
+        handlers[-1].addFilter(lambda record: not getattr(record, "file_only", False))
     formatter = logging.Formatter(LOG_FORMAT, datefmt=LOG_DATEFMT)
     for handler in handlers:
         handler.setFormatter(formatter)
@@ -46,6 +47,58 @@ def run_logging(log_file: str | os.PathLike | None, console: bool = True) -> Ite
             logger.removeHandler(handler)
             handler.close()
         logger.setLevel(previous_level)
+
+
+FILE_ONLY = {"file_only": True}  # logger.error(..., extra=FILE_ONLY): to log.txt, not the console
+
+
+def error_line(exc: BaseException) -> str:
+    """One line ``<file>: <problem>`` for an error (an OSError by its file name and reason)."""
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:
+        text = f"{exc.filename}: {exc.strerror}"
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
+
+
+@contextlib.contextmanager
+def held_warnings() -> Iterator[list[logging.LogRecord]]:
+    """The warnings logged in the block, shown on stderr as ever and collected, so that :func:`to_log_file` can
+    write them into the run's log.txt once it is open (a resumed run warns before that)."""
+    records: list[logging.LogRecord] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+            print(record.getMessage(), file=sys.stderr)
+
+    handler = Collect(logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+
+
+def to_log_file(records: Sequence[logging.LogRecord]) -> None:
+    """Write ``records`` to the log files of the current :func:`run_logging` block only."""
+    for handler in logger.handlers:
+        if isinstance(handler, logging.FileHandler):
+            for record in records:
+                handler.handle(record)
+
+
+@contextlib.contextmanager
+def errors_logged(describe_stop=None) -> Iterator[None]:
+    """Whatever ends the block with an exception is also written to the log files (the console gets it once, from
+    the command line's handler); ``describe_stop(exc)`` may add the run's position to an interruption first."""
+    try:
+        yield
+    except BaseException as exc:
+        if describe_stop is not None:
+            describe_stop(exc)
+        logger.error("run stopped: %s", error_line(exc), extra=FILE_ONLY)
+        raise
 
 
 class TensorBoard:
@@ -133,8 +186,11 @@ class CreatedPaths:
         path = Path(path)
         missing = [p for p in (path, *path.parents) if not p.exists()]
         for directory in reversed(missing):
-            self.track(directory)
-            directory.mkdir(exist_ok=True)
+            try:
+                directory.mkdir()
+            except FileExistsError:  # made by another process meanwhile: theirs, never removed by our rollback
+                continue
+            self._paths.append(directory)
         return path
 
     def disarm(self) -> None:

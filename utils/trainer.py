@@ -35,7 +35,7 @@ from datasets import get_dataset
 from datasets.errors import DataError
 from networks import create_model, model_entry, model_summary
 from utils.batch_context import model_context, with_training_context, with_validation_context
-from utils.checkpoint import atomic_write_json, save_checkpoint
+from utils.checkpoint import atomic_write_json
 from utils.config import TrainConfig
 from utils.distributed import (
     average_batchnorm_statistics, check_replicas_identical, convert_to_global_batchnorm, gather_objects,
@@ -47,15 +47,17 @@ from utils.metrics import summarize
 from utils.model_input import with_model_input
 from utils.optimisation import effective_recipe, recipe_optimizer, set_learning_rate
 from utils.resume import TrainState, make_checkpoint, recorded_options, restore_training
+from utils.runfolder import (  # noqa: F401 - the checkpoint names, re-exported
+    BEST_TEST_CHECKPOINT, BEST_VAL_CHECKPOINT, LAST_CHECKPOINT, RunInterrupted, SignalStop, claim_run_folder,
+    locked_run_folder, write_checkpoint_set,
+)
 from utils.runlog import (
-    CreatedPaths, CsvLog, TensorBoard, amp_dtype, logger, removed_on_failure, run_logging, seed_everything,
+    CreatedPaths, CsvLog, TensorBoard, amp_dtype, errors_logged, held_warnings, logger, removed_on_failure,
+    run_logging, seed_everything, to_log_file,
 )
 from utils.train_data import LoadFailure, build_train_dataset, make_batch_sampler, train_loader
 
 LOG_EVERY_STEPS = 50  # release logs the loss every 50 iterations
-LAST_CHECKPOINT = "last.pth"
-BEST_VAL_CHECKPOINT = "best_val.pth"
-BEST_TEST_CHECKPOINT = "best.pth"  # --select_best_on_test (release behaviour)
 STEP_LOG_COLUMNS = ("step", "epoch", "loss", "lr")  # train_steps.csv, then one column per model scalar
 EPOCH_LOG_COLUMNS = ("epoch", "mean_loss", "val_dice", "val_hd95", "seconds")  # epochs.csv
 
@@ -133,9 +135,8 @@ class Trainer:
         self.config = config
         run = config.run
         self.output_dir = Path(run.output_dir)
-        if not run.resume and (self.output_dir / LAST_CHECKPOINT).exists():
-            raise ValueError(f"{self.output_dir / LAST_CHECKPOINT}: a run already exists here; continue it with "
-                             "--resume auto or choose another --output_dir")
+        if not run.resume:  # fail fast; checked again, with the folder's lock, before anything is written
+            claim_run_folder(self.output_dir, None, None)
         self.context, self.device = setup_distributed(run.device)
         seed_everything(run.seed, bool(run.deterministic))  # the same on every rank: identical initial weights
         self.amp = amp_dtype(run.amp)
@@ -168,8 +169,11 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=run.amp == "fp16")
         self.criterion = self.model.default_loss(global_batch=self.context.enabled)
         self.state = TrainState()
-        if run.resume:
-            self.state = restore_training(run.resume, self.model, self.optimizer, self.scaler, config, self.recipe)
+        with held_warnings() as self.early_warnings:  # written to log.txt once it is open
+            if run.resume:
+                self.state = restore_training(run.resume, self.model, self.optimizer, self.scaler, config,
+                                              self.recipe)
+            claim_run_folder(self.output_dir, run.resume, self.state.run_id)
         # the release keeps the last partial batch; a lone slice is dropped only because BatchNorm cannot train on it
         self.sampler = make_batch_sampler(self.spec, len(self.train_set), self.recipe.batch_size, run.seed,
                                           self.context, drop_singleton=has_batchnorm(self.model))
@@ -231,17 +235,16 @@ class Trainer:
     def write_config(self) -> None:
         """config.json: the run's options as its checkpoints record them, with the model and the data it sees."""
         atomic_write_json(self.output_dir / "config.json",
-                          {"options": recorded_options(self.config), "arch": self.model.arch,
-                           "model_config": asdict(self.model.config), "train_slices": len(self.train_set),
-                           "world_size": self.context.world_size,
+                          {"run_id": self.state.run_id, "options": recorded_options(self.config),
+                           "arch": self.model.arch, "model_config": asdict(self.model.config),
+                           "train_slices": len(self.train_set), "world_size": self.context.world_size,
                            "context": getattr(self.train_set, "context_info", None)})
 
     def save(self, names: tuple[str, ...]) -> None:
         if not self.context.is_main:
             return
-        checkpoint = make_checkpoint(self.model, self.optimizer, self.scaler, self.state, self.config)
-        for name in names:
-            save_checkpoint(self.output_dir / name, checkpoint)
+        write_checkpoint_set(self.output_dir, names,
+                             make_checkpoint(self.model, self.optimizer, self.scaler, self.state, self.config))
 
     # -- loop --------------------------------------------------------------------------------------------------
     def train_step(self, batch: dict) -> tuple[float, object]:
@@ -255,7 +258,8 @@ class Trainer:
         self.scaler.update()
         value = mean_over_ranks(loss.item(), self.device)
         if not math.isfinite(value):
-            raise FloatingPointError(f"training loss became {value} at step {self.state.global_step + 1}")
+            raise FloatingPointError(f"{self.output_dir}: training diverged at step {self.state.global_step + 1}: "
+                                     f"loss {value} (the checkpoints already written are kept)")
         return value, outputs
 
     def to_device(self, batch: dict) -> dict:
@@ -348,13 +352,16 @@ class Trainer:
         return tuple(names), validation
 
     def run(self) -> dict:
-        state = self.state
+        state, run = self.state, self.config.run
         if not self.context.is_main:
             self.loop(CreatedPaths())
         else:
-            with removed_on_failure() as created:
+            with removed_on_failure() as created, SignalStop.installed():
                 created.mkdir(self.output_dir)
-                with run_logging(created.track(self.output_dir / "log.txt")):
+                with locked_run_folder(self.output_dir) as opening_warnings, \
+                        run_logging(created.track(self.output_dir / "log.txt")), errors_logged(self.describe_stop):
+                    to_log_file(self.early_warnings + opening_warnings)
+                    self.state.run_id = claim_run_folder(self.output_dir, run.resume, self.state.run_id)
                     self.tb = TensorBoard(created.track(self.output_dir / "tb"))
                     self.step_log = CsvLog(created.track(self.output_dir / "train_steps.csv"), self.step_columns)
                     self.epoch_log = CsvLog(created.track(self.output_dir / "epochs.csv"), EPOCH_LOG_COLUMNS)
@@ -385,12 +392,13 @@ class Trainer:
             state.next_epoch = epoch + 1
             names, validation = self.end_of_epoch(epoch, last_epoch=reached or epoch == max_epochs - 1)
             self.tb.scalar("train/epoch_loss", mean_loss, epoch + 1)
-            self.save(names)
-            created.disarm()
-            seconds = time.perf_counter() - started
-            self.epoch_log.append(epoch=epoch, mean_loss=f"{mean_loss:.6g}", seconds=f"{seconds:.1f}",
-                                  val_dice=None if validation is None else f"{validation['mean_dice']:.6g}",
-                                  val_hd95=None if validation is None else f"{validation['mean_hd95']:.6g}")
+            with SignalStop.deferred():  # the checkpoint set and its epochs.csv row: both or neither
+                self.save(names)
+                created.disarm()
+                seconds = time.perf_counter() - started
+                self.epoch_log.append(epoch=epoch, mean_loss=f"{mean_loss:.6g}", seconds=f"{seconds:.1f}",
+                                      val_dice=None if validation is None else f"{validation['mean_dice']:.6g}",
+                                      val_hd95=None if validation is None else f"{validation['mean_hd95']:.6g}")
             logger.info("epoch %d: mean loss %.6f, step %d%s, %.1fs -> %s", epoch, mean_loss,
                         state.global_step, format_scalars(self.model.log_scalars()), seconds, ", ".join(names))
             if reached:
@@ -400,6 +408,14 @@ class Trainer:
                 logger.info("stopping early after epoch %d of %d: %s", epoch, max_epochs,
                             self.early_stop_reason())
                 break
+
+    def describe_stop(self, exc: BaseException) -> None:
+        """Where an interrupted run stopped, and what it keeps (the message the command line prints)."""
+        if isinstance(exc, RunInterrupted):
+            last = self.output_dir / LAST_CHECKPOINT
+            exc.detail = (f"at step {self.state.global_step}; {last} is kept (continue with --resume auto)"
+                          if last.exists() else f"at step {self.state.global_step}, before the first checkpoint: "
+                                                f"the files it created are removed")
 
     def early_stop_reason(self) -> str:
         return (f"validation mean DSC has not risen above its best, {self.state.best_val_dice:.4f} "

@@ -13,7 +13,7 @@ from datasets.io.dicom_series import dicom_series_ids
 from datasets.io.nifti import NIFTI_SUFFIXES
 
 __all__ = ["NIFTI_SUFFIXES", "PREPARED_SUFFIXES", "IMAGE_SUFFIXES", "VOLUME_FORMATS", "IMAGE_FORMATS", "InputItem",
-           "file_format", "input_format", "file_items", "find_inputs"]
+           "file_format", "input_format", "file_items", "find_inputs", "check_output_apart", "check_no_input_replaced"]
 
 PREPARED_SUFFIXES = (".npy.h5", ".h5", ".npz")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -119,3 +119,22 @@ def find_inputs(path: str | os.PathLike, kind: str = "volume",
         raise DataError(path, f"no {expected} input found" + (f" (only: {listed})" if ignored else " (empty folder)"))
     notes = [f"{path}: ignored {len(ignored)} entries of other types: {listed}"] if ignored else []
     return items, notes
+
+
+def check_output_apart(input_path: str | os.PathLike, output: str | os.PathLike) -> None:
+    """DataError unless the output folder lies outside the input: neither the input itself nor inside it (its
+    predictions would be read as inputs by the next run, or replace them)."""
+    source, target = Path(input_path).resolve(), Path(output).resolve()
+    if target == source or source in target.parents:
+        where = "is the input" if target == source else "is inside the input"
+        raise DataError(output, f"the output folder {where} {input_path}: predictions would replace or mix with the "
+                                f"inputs; choose an --output outside it")
+
+
+def check_no_input_replaced(items: Sequence[InputItem], outputs: Sequence[Path]) -> None:
+    """DataError naming the first of ``outputs`` (the files a run would write) that is one of the inputs."""
+    inputs = {item.path.resolve(): item.path for item in items}
+    for path in outputs:
+        if path.resolve() in inputs:
+            raise DataError(path, f"this output would replace the input {inputs[path.resolve()]}: choose another "
+                                  f"--output")

@@ -76,6 +76,11 @@ def read_image_file(path: Path, channels: int) -> np.ndarray:
     image = read_rgb_image(path)  # decodes the whole file: corrupt or truncated files fail here
     with Image.open(path) as opened:
         mode = opened.mode
+        if "A" in opened.getbands() or "transparency" in opened.info:  # RGBA, LA, PA, a palette's transparent index
+            if (np.asarray(opened.convert("RGBA").getchannel("A")) < 255).any():
+                raise DataError(path, f"image with transparent pixels (mode {mode}): the colour under them is "
+                                      f"undefined; flatten it onto a background, or remove the alpha channel")
+            tqdm.write(f"note: {path}: its alpha channel (fully opaque) is dropped")
     if mode in DEEP_GREY_MODES:
         raise DataError(path, f"16-bit or float grey image (mode {mode}): the model takes 8-bit {channels}-channel "
                               f"colour images; convert it to 8 bits with the window you want")

@@ -18,7 +18,7 @@ from utils.runlog import CreatedPaths, removed_on_failure, seed_everything
 from utils.visual import display_rgb, image_grid, overlay, save_png, side_by_side
 
 from .geometry import voxel_volume_mm3
-from .inputs import IMAGE_FORMATS, VOLUME_FORMATS, InputItem, find_inputs
+from .inputs import IMAGE_FORMATS, VOLUME_FORMATS, InputItem, check_no_input_replaced, check_output_apart, find_inputs
 from .segmenter import STORED_ORIENTATION, Segmenter, load_segmenter, segment_input
 from .writers import (
     CONTEXT_CSV, LABEL_SUFFIX, OVERLAY_DIR, PROBABILITIES_SUFFIX, VOLUMES_CSV, context_csv_text, existing_labels,
@@ -169,6 +169,7 @@ def predict(config: PredictConfig) -> PredictSummary:
     output = Path(config.output)
     if not Path(config.input).exists():  # before the (slow) checkpoint load
         raise DataError(config.input, "input does not exist")
+    check_output_apart(config.input, output)  # the inputs are never written to
     segmenter = load_segmenter(config.checkpoint, dataset=config.dataset, device=config.device, amp=config.amp,
                                batch_size=config.batch_size, tta=config.tta, orientation=config.orientation,
                                support=config.support, context_options=config.context_options, seed=config.seed)
@@ -178,6 +179,8 @@ def predict(config: PredictConfig) -> PredictSummary:
                                                                            else []))
     summary.notes += notes
     predictor = Predictor(config, segmenter, output)
+    check_no_input_replaced(items, [path for item in items for path in predictor.paths(item).values()] +
+                            [output / VOLUMES_CSV, output / CONTEXT_CSV])
     output.mkdir(parents=True, exist_ok=True)
     for note in summary.notes:
         print(f"note: {note}")
@@ -207,7 +210,7 @@ def predict(config: PredictConfig) -> PredictSummary:
             sys.stdout.flush()
             tqdm.write(f"error: {err.path}: {' '.join(err.problem.split())}", file=sys.stderr)
     if rows or not (output / VOLUMES_CSV).exists():
-        atomic_write_text(output / VOLUMES_CSV, volumes_csv_text(rows, spec.kind))
+        atomic_write_text(output / VOLUMES_CSV, volumes_csv_text(rows, spec.kind, merge_with=output / VOLUMES_CSV))
     if predictor.context_rows:
         atomic_write_text(output / CONTEXT_CSV, context_csv_text(output / CONTEXT_CSV, predictor.context_rows))
     print(f"{len(summary.written)} written, {len(summary.skipped)} skipped (outputs exist; --overwrite redoes them), "

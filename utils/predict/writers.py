@@ -51,12 +51,38 @@ def volume_rows(name: str, labels: np.ndarray, class_names: Sequence[str], voxel
     return rows
 
 
-def volumes_csv_text(rows: Sequence[Sequence[str]], kind: str) -> str:
+def csv_text(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["case", "class", "voxels", "volume_ml"] if kind == "volume" else ["case", "class", "pixels"])
+    writer.writerow(header)
     writer.writerows(rows)
     return buffer.getvalue()
+
+
+def merged_rows(path: Path | None, header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[list[str]]:
+    """``rows`` merged into the rows of the CSV file ``path`` (when it exists) by their first column (the input):
+    this run's rows replace an input's earlier ones, the rows of inputs this run did not see are kept (their outputs
+    are still in the folder). DataError when the file has other columns."""
+    grouped: dict[str, list[list[str]]] = {}
+    if path is not None and path.exists():
+        with open(path, newline="", encoding="utf-8") as handle:
+            found = list(csv.reader(handle))
+        if found and found[0] != list(header):
+            raise DataError(path, f"its columns {found[0]} are not {list(header)} (written by another kind of model?): "
+                                  f"choose another --output")
+        for row in found[1:]:
+            grouped.setdefault(row[0], []).append(row)
+    new: dict[str, list[list[str]]] = {}
+    for row in rows:
+        new.setdefault(row[0], []).append(list(row))
+    grouped.update(new)
+    return [row for group in grouped.values() for row in group]
+
+
+def volumes_csv_text(rows: Sequence[Sequence[str]], kind: str, merge_with: Path | None = None) -> str:
+    """volumes.csv of ``rows``, merged into the file ``merge_with`` (:func:`merged_rows`) when given."""
+    header = ["case", "class", "voxels", "volume_ml"] if kind == "volume" else ["case", "class", "pixels"]
+    return csv_text(header, merged_rows(merge_with, header, rows))
 
 
 def existing_labels(path: Path, kind: str) -> tuple[np.ndarray, float | None]:
@@ -72,15 +98,7 @@ def existing_labels(path: Path, kind: str) -> tuple[np.ndarray, float | None]:
 
 def context_csv_text(path: Path, rows: dict[str, list[str]]) -> str:
     """supports.csv: ``input, rank, pool image`` per input, rows of earlier runs (skipped inputs) kept."""
-    kept: dict[str, list[str]] = {}
-    if path.exists():
-        with open(path, newline="", encoding="utf-8") as handle:
-            for record in csv.DictReader(handle):
-                kept.setdefault(record["input"], []).append(record["pool_image"])
-    kept.update(rows)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["input", "rank", "pool_image"])
-    for name, names in kept.items():
-        writer.writerows([name, rank, pool_image] for rank, pool_image in enumerate(names, start=1))
-    return buffer.getvalue()
+    header = ["input", "rank", "pool_image"]
+    flat = [[name, str(rank), pool_image] for name, names in rows.items()
+            for rank, pool_image in enumerate(names, start=1)]
+    return csv_text(header, merged_rows(path, header, flat))
