@@ -5,6 +5,7 @@ each input's original grid (shape and affine); HD95 / ASD are in mm on the volum
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import subprocess
 import sys
@@ -16,8 +17,9 @@ import pytest
 import torch
 from PIL import Image
 
-from datasets import get_dataset
+from datasets import DataError, get_dataset
 from datasets.own.descriptor import load_descriptor
+from datasets.own.spec import spec_from_descriptor
 from datasets.phantoms.own import write_folder_phantom, write_nnunet_phantom
 from datasets.prepare.own import main as prepare_main
 from utils.cli import build_test_parser, build_train_parser
@@ -84,6 +86,8 @@ def test_a_prepared_folder_is_a_data_set(sets, monkeypatch):
         get_dataset(sets["raw_volumes"])
     with pytest.raises(ValueError, match="data set folder .*/moved does not exist"):
         get_dataset(sets["root"] / "moved")
+    with pytest.raises(DataError, match="2-channel volume sets are not supported yet"):
+        spec_from_descriptor(dataclasses.replace(descriptor, in_chans=2))
 
 
 def test_volumes_train_test_predict_in_the_original_grid(sets, tmp_path):
