@@ -1,8 +1,6 @@
 """Encoder 1: a timm MaxViT with the image re-injected after every stage and a sigmoid gate from its last stage."""
 from __future__ import annotations
 
-import logging
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from functools import partial
@@ -14,9 +12,10 @@ import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
 from ..shared.layers import ImageInjection, resize
+from ..shared.logs import model_logger
 from .config import PRETRAINED_DIR, PRETRAINED_FILES
 
-logger = logging.getLogger(__name__)
+logger = model_logger(__name__)
 _warned_missing: set[str] = set()
 # A full Sim-MPNet state dict of the release keeps its MaxViT under this prefix.
 RELEASE_BACKBONE_PREFIX = "backbone1."
@@ -68,10 +67,10 @@ def build_backbone(name: str, img_size: int, pretrained: bool | str | Path | Non
     if pretrained is None and not path.is_file():
         if name not in _warned_missing:
             _warned_missing.add(name)
-            message = (f"NO PRETRAINED WEIGHTS: {path} not found, encoder 1 ({name}) starts from random weights. "
-                       f"Put the ImageNet MaxViT file there (see docs/getting_started.md) to reproduce the paper.")
-            warnings.warn(message, stacklevel=3)
-            logger.warning(message)
+            # one line (a run: console and log.txt; else stderr), not a Python warning beside it
+            logger.warning("NO PRETRAINED WEIGHTS: %s not found, encoder 1 (%s) starts from random weights. To "
+                           "reproduce the paper, fetch it on a machine with internet: python -m "
+                           "networks.sim_mpnet.fetch_weights --backbone %s", path, name, name)
         return backbone
     load_backbone_weights(backbone, name, path)
     return backbone

@@ -6,7 +6,6 @@ smp is imported when a model is built (not when ``networks`` is imported), and a
 """
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,9 +14,10 @@ import torch
 import torch.nn as nn
 
 from ..base import SegmentationModel
+from ..shared.logs import model_logger
 from .config import SMPEncoderConfig
 
-logger = logging.getLogger(__name__)
+logger = model_logger(__name__)  # a child of the runs' logger: the weights line shows in log.txt
 
 # Number of channels of the RGB checkpoints that an encoder file usually holds (ImageNet).
 RGB_CHANNELS = 3

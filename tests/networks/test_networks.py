@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import copy
 import re
-import warnings
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from networks.shared.attention import clustered_attention
 from networks.shared.losses import MultiHeadLoss
 from networks.sim_mpnet import DMWLA, DSGIM, SimMPNet, dataset_settings, next_memory_k
 from networks.sim_mpnet.config import PRETRAINED_FILES, SimMPNetConfig, dsgim_decay
+from tests.networks.test_weights_log import logged_records
 from tests.reference import LoopDMWLA, LoopDSGIM, use_reference_impl
 
 TINY = dict(num_classes=4, img_size=64, img_size_s2=64, scale="pico", num_k=3, feature_dim=16, pretrained=False,
@@ -568,12 +568,12 @@ def test_pretrained_of_wrong_architecture_is_a_clear_error(weights_dir):
 
 
 def test_missing_pretrained_warns_once_and_false_is_silent(weights_dir):
-    with pytest.warns(UserWarning, match="NO PRETRAINED WEIGHTS"):
+    with logged_records("simmpnet") as records:
         SimMPNet(**{**TINY, "pretrained": None})
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
         SimMPNet(**{**TINY, "pretrained": None})  # second time: no warning
         SimMPNet(**{**TINY, "pretrained": False})
+    assert [(record.levelname, record.getMessage()[:21]) for record in records] == \
+        [("WARNING", "NO PRETRAINED WEIGHTS")]
     with pytest.raises(ValueError, match="not found"):
         SimMPNet(**{**TINY, "pretrained": str(weights_dir / "absent.pth")})
 
