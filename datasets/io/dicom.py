@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError, first_line
-from .volumes import RawVolume, checked_volume
+from .volumes import LPS_TO_RAS, RawVolume, checked_volume
 
 __all__ = ["DICOM_SUFFIXES", "LUMA_WEIGHTS", "has_dicom_prefix", "read_dataset", "frame_count", "check_pixels",
            "probe_frames", "decode_frames", "dicom_affine", "dicom_volume", "read_dicom_file", "dicom_picture", "luma"]
@@ -285,7 +285,6 @@ def _modality(path, ds, frames: np.ndarray, first: int = 0) -> tuple[np.ndarray,
 # ----------------------------------------------------------------------------------------------------------------
 # Geometry
 # ----------------------------------------------------------------------------------------------------------------
-LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 def _frame_positions(ds, frames: int, normal: np.ndarray) -> np.ndarray | None:

@@ -10,11 +10,9 @@ import numpy as np
 
 from ..errors import DataError, first_line
 from .dicom import luma
-from .volumes import RawVolume, checked_volume
+from .volumes import RawVolume, checked_volume, itk_affine
 
 __all__ = ["dicom_series_ids", "read_dicom_series"]
-
-LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])  # ITK's world (LPS) -> nibabel's (RAS)
 
 
 def dicom_series_ids(folder: str | os.PathLike) -> list[str]:
@@ -59,15 +57,7 @@ def read_dicom_series(folder: str | os.PathLike) -> RawVolume:
         array = luma(array)
         notes.append("colour series converted to grey (BT.601 luma) for the grey model: its values are display "
                      "intensities, not the modality's units (e.g. not CT HU)")
-    dimension = image.GetDimension()
-    spacing, origin = np.ones(3), np.zeros(3)
-    direction = np.eye(3)
-    spacing[:dimension], origin[:dimension] = image.GetSpacing(), image.GetOrigin()
-    direction[:dimension, :dimension] = np.reshape(image.GetDirection(), (dimension, dimension))
-    if dimension == 2:
+    if image.GetDimension() == 2:
         array = array[None]
-        direction[:, 2] = np.cross(direction[:, 0], direction[:, 1])
-    lps = np.eye(4)
-    lps[:3, :3], lps[:3, 3] = direction * spacing, origin
     data = checked_volume(folder, np.transpose(array, (2, 1, 0)), "DICOM series")
-    return RawVolume(data, LPS_TO_RAS @ lps, notes=notes)
+    return RawVolume(data, itk_affine(image), notes=notes)

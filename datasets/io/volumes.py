@@ -11,7 +11,9 @@ import numpy as np
 from ..checks import check_finite
 from ..errors import DataError
 
-__all__ = ["RawVolume", "checked_volume"]
+__all__ = ["LPS_TO_RAS", "RawVolume", "checked_volume", "itk_affine"]
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])  # ITK's and DICOM's world (LPS) -> nibabel's (RAS)
 
 
 @dataclass
@@ -41,3 +43,19 @@ def checked_volume(path: str | os.PathLike, data: np.ndarray, what: str) -> np.n
         raise DataError(path, f"{what} has non-numeric or complex voxels ({data.dtype})")
     check_finite(str(path), data)
     return data
+
+
+def itk_affine(image) -> np.ndarray:
+    """The RAS voxel -> world affine of a SimpleITK image or of a file reader's header (ITK's LPS origin, spacing and
+    direction); a 2-D image's third axis is the normal of its plane, 1 mm. A 4-D image: its first three axes."""
+    full = image.GetDimension()
+    dimension = min(full, 3)
+    spacing, origin, direction = np.ones(3), np.zeros(3), np.eye(3)
+    spacing[:dimension] = image.GetSpacing()[:dimension]
+    origin[:dimension] = image.GetOrigin()[:dimension]
+    direction[:dimension, :dimension] = np.reshape(image.GetDirection(), (full, full))[:dimension, :dimension]
+    if dimension == 2:
+        direction[:, 2] = np.cross(direction[:, 0], direction[:, 1])
+    lps = np.eye(4)
+    lps[:3, :3], lps[:3, 3] = direction * spacing, origin
+    return LPS_TO_RAS @ lps

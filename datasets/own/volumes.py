@@ -9,34 +9,20 @@ import numpy as np
 
 from ..errors import DataError, first_line
 from ..io.nifti import NIFTI_SUFFIXES, mm_per_unit, nifti_image
+from ..io.volumes import itk_affine
 
-__all__ = ["VOLUME_ENDINGS", "IMAGE_ENDINGS", "ITK_ENDINGS", "LPS_TO_RAS", "file_ending", "read_volume_file",
-           "read_volume_geometry", "itk_affine"]
+__all__ = ["VOLUME_ENDINGS", "IMAGE_ENDINGS", "ITK_ENDINGS", "file_ending", "read_volume_file",
+           "read_volume_geometry"]
 
 ITK_ENDINGS = (".nrrd", ".mha")
 VOLUME_ENDINGS = (*NIFTI_SUFFIXES, *ITK_ENDINGS)
 IMAGE_ENDINGS = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg")
-LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])  # ITK's world (LPS) -> nibabel's (RAS)
 
 
 def file_ending(name: str) -> str | None:
     """The known ending of a file name (``.nii.gz`` before ``.gz``), lower case, or None."""
     lower = name.lower()
     return next((ending for ending in (*VOLUME_ENDINGS, *IMAGE_ENDINGS) if lower.endswith(ending)), None)
-
-
-def itk_affine(image) -> np.ndarray:
-    """The RAS voxel -> world affine of a SimpleITK image (its LPS origin, spacing and direction; 2-D images get
-    a third axis along the normal)."""
-    dimension = min(image.GetDimension(), 3)
-    spacing, origin, direction = np.ones(3), np.zeros(3), np.eye(3)
-    spacing[:dimension] = image.GetSpacing()[:dimension]
-    origin[:dimension] = image.GetOrigin()[:dimension]
-    full = np.reshape(image.GetDirection(), (image.GetDimension(), image.GetDimension()))
-    direction[:dimension, :dimension] = full[:dimension, :dimension]
-    lps = np.eye(4)
-    lps[:3, :3], lps[:3, 3] = direction * spacing, origin
-    return LPS_TO_RAS @ lps
 
 
 def _itk_read(path: str, header_only: bool):
