@@ -90,6 +90,9 @@ def _labels(path: str, declared: dict, region_hint: bool) -> dict[int, str]:
         labels[number] = str(text)
     if 0 not in labels:
         raise DataError(path, "no label value 0 (background) declared in 'labels'")
+    if any(name.strip().lower() == "ignore" for name in labels.values()):
+        raise DataError(path, "an 'ignore' label (nnU-Net's sparse annotation) is not supported: the models here "
+                              "learn from fully labelled images; relabel those pixels or drop the label")
     if min(labels) < 0:
         raise DataError(path, f"negative label value {min(labels)} declared")
     return dict(sorted(labels.items()))

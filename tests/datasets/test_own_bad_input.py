@@ -154,6 +154,11 @@ def test_region_based_labels_are_refused(tmp_path, capsys):
     assert f"{src}/dataset.json: region-based labels" in run_bad(src, tmp_path, capsys)
 
 
+def test_an_ignore_label_is_refused(tmp_path, capsys):
+    src = tiny_nnunet(tmp_path / "raw", labels={"background": 0, "a": 1, "ignore": 2})
+    assert f"{src}/dataset.json: an 'ignore' label" in run_bad(src, tmp_path, capsys)
+
+
 def test_4d_label(tmp_path, capsys):
     src = tiny_nnunet(tmp_path / "raw")
     save(f"{src}/labelsTr/c0.nii.gz", np.zeros((*SHAPE, 2), np.uint8))

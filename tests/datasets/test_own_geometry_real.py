@@ -122,8 +122,9 @@ def test_predictions_are_written_back_in_each_original_grid(prepared):
         np.testing.assert_array_equal(back, stored_label)  # exact: 2 mm identity, 4 mm -> 2 mm -> 4 mm nearest
 
 
-def test_an_mha_storage_gives_the_same_slices(prepared, tmp_path):
-    """The same case through SimpleITK's .mha (LPS world, direction matrix) as an nnU-Net set of its own."""
+@pytest.mark.parametrize("ending", [".mha", ".nrrd"])
+def test_an_itk_storage_gives_the_same_slices(prepared, tmp_path, ending):
+    """The same case through SimpleITK's .mha / .nrrd (LPS world, direction matrix) as an nnU-Net set of its own."""
     sitk = pytest.importorskip("SimpleITK")
     desc, cases = prepared
     src = tmp_path / "Dataset904_ColinMha"
@@ -131,7 +132,7 @@ def test_an_mha_storage_gives_the_same_slices(prepared, tmp_path):
         os.makedirs(src / folder)
     nii = nib.load(os.path.join(desc.extra["source"], "imagesTr", "lps_0000.nii.gz"))
     for name in ("a", "b", "c"):
-        for folder, path in (("imagesTr", f"{name}_0000.mha"), ("labelsTr", f"{name}.mha")):
+        for folder, path in (("imagesTr", f"{name}_0000{ending}"), ("labelsTr", f"{name}{ending}")):
             source = "imagesTr/lps_0000.nii.gz" if folder == "imagesTr" else "labelsTr/lps.nii.gz"
             array = np.asanyarray(nib.load(os.path.join(desc.extra["source"], source)).dataobj)
             image = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
@@ -142,7 +143,7 @@ def test_an_mha_storage_gives_the_same_slices(prepared, tmp_path):
             image.SetOrigin((np.diag([-1.0, -1.0, 1.0]) @ nii.affine[:3, 3]).tolist())
             sitk.WriteImage(image, str(src / folder / path))
     labels = json.load(open(os.path.join(desc.extra["source"], "dataset.json")))["labels"]
-    json.dump({"channel_names": {"0": "T1"}, "labels": labels, "numTraining": 3, "file_ending": ".mha"},
+    json.dump({"channel_names": {"0": "T1"}, "labels": labels, "numTraining": 3, "file_ending": ending},
               open(src / "dataset.json", "w"))
     json.dump([{"train": ["a"], "val": ["b", "c"]}], open(src / "splits_final.json", "w"))
     assert main(["--src", str(src), "--out", str(tmp_path / "out"), "--no_progress"]) == 0
