@@ -1,7 +1,8 @@
 """Own data sets' geometry on real files: Debian's mricron-data Colin27 T1 brain (ch2.nii.gz) with its hand-drawn
 AAL label map on the same grid (aal.nii.gz, 116 regions), written as an nnU-Net raw set whose cases store the same
 anatomy in different voxel orientations (RAS, LPS, axes swapped), spacings (2 mm and 4 mm) and file formats (.nii.gz,
-.mha): preparation must give the same slices and labels for every storage, and the way back the original grids."""
+.mha, .nrrd): preparation must give the same slices and labels for every storage, and the way back the
+original grids."""
 from __future__ import annotations
 
 import json
