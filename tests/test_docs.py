@@ -360,7 +360,7 @@ def test_checks_catch_bad_documents(tmp_path):
     assert "nosuchtarget" not in make_targets() and {"demo", "test", "demo-matchseg"} <= make_targets()
     paths = tmp_path / "paths.md"
     paths.write_text("See `tests/test_gone.py::test_x`, `utils/cli.py:12`, `datasets/<set>.py`, `runs/x/last.pth`\n"
-                     "and `requirements.txt`.\n\n```bash\npytest tests/utils/test_nope.py  # `tests/in_comment.py`\n```\n",
-                     encoding="utf-8")
+                     "and `requirements.txt`.\n\n```bash\n"
+                     "pytest tests/utils/test_nope.py  # `tests/in_comment.py`\n```\n", encoding="utf-8")
     assert [(line.number, name) for line, name in repository_paths(paths)] == \
         [(5, "tests/utils/test_nope.py"), (1, "tests/test_gone.py"), (1, "utils/cli.py"), (2, "requirements.txt")]

@@ -28,7 +28,7 @@ from utils.checkpoint import (
 )
 from utils.config import EvalConfig, RunOptions, saved_options
 from utils.inference import model_device, predict_image, predict_volume, resolve_device
-from utils.metrics import METRIC_NAMES, case_metrics, metric_columns, summarize
+from utils.metrics import METRIC_NAMES, case_metrics, metric_columns, summarize, unpredicted_note
 from utils.runlog import CreatedPaths, amp_dtype, format_table, logger, removed_on_failure, run_logging, seed_everything
 from utils.batch_context import model_context, with_test_context
 from utils.report import REPORT_HTML, write_test_report
@@ -335,6 +335,9 @@ def evaluate(config: EvalConfig) -> dict:
                               overlays=overlays, notes=case_notes() if case_notes is not None else None,
                               title=f"{model.arch} on {config.dataset} / {config.test_list}")
             logger.info("\n%s", metric_tables(per_case, summary, labels, distance_unit))
+            note = unpredicted_note(per_case, labels, config.metrics)  # HD95 0 that means 'not predicted'
+            if note:
+                logger.info(note)
             logger.info("mean DSC %.4f  mean HD95 %.4f %s  (%s protocol) -> %s", record["mean_dice"],
                         record["mean_hd95"], DISTANCE_UNIT_WORDS[distance_unit], config.metrics,
                         output_dir / "summary.json")

@@ -26,7 +26,7 @@ from scipy import ndimage
 from datasets.registry import DISTANCE_UNITS
 
 __all__ = ["METRIC_NAMES", "PROTOCOLS", "DISTANCE_UNITS", "case_metrics", "default_workers", "metric_columns",
-           "summarize"]
+           "summarize", "unpredicted_note"]
 
 METRIC_NAMES = ("dice", "hd95", "jaccard", "asd")
 DISTANCE_METRICS = ("hd95", "asd")
@@ -242,3 +242,21 @@ def summarize(per_case: Mapping[str, np.ndarray]) -> dict:
     summary["num_cases"] = len(arrays)
     summary["per_class"] = [{name: float(value) for name, value in zip(METRIC_NAMES, row)} for row in per_class]
     return summary
+
+
+def unpredicted_note(per_case: Mapping[str, np.ndarray], labels: Sequence[str], protocol: str) -> str | None:
+    """Under the transunet protocol a class that a case's prediction does not contain scores (0, 0, 0, 0): its HD95
+    of 0 reads as perfect, and a model that predicts nothing has a mean HD95 of 0. A line saying how often that
+    happened, per class, to print beside the tables; None when it did not (or under the strict protocol, which
+    reports those distances as missing)."""
+    if protocol != "transunet" or not per_case:
+        return None
+    rows = np.stack([np.asarray(table, dtype=np.float64) for table in per_case.values()])  # [cases, classes, 4]
+    empty = (rows[..., METRIC_NAMES.index("dice")] == 0) & (rows[..., METRIC_NAMES.index("hd95")] == 0)
+    counts = empty.sum(axis=0)
+    if not counts.any():
+        return None
+    named = ", ".join(f"{label} in {count} of {len(rows)}" for label, count in zip(labels, counts) if count)
+    return (f"note: the model predicted nothing for {int(counts.sum())} (case, class) pairs ({named} cases); the "
+            f"transunet protocol scores them DSC 0 and HD95 0, as the published tables do, so a low HD95 here is not "
+            f"a close boundary (--metrics strict reports those distances as n/a)")

@@ -95,6 +95,10 @@ def test_test_py_takes_data_and_classes_from_the_checkpoint(first_hour):
     assert summary["num_cases"] == len(names) == 3
     assert sorted({row["case"] for row in rows}) == sorted(names)
     assert [item["class"] for item in summary["per_class"]] == ["class_1", "class_2"]  # the run's 3 classes
+    # class_2 is in no label: where it is not predicted either, its HD95 0 is said to mean 'nothing predicted'
+    empty = [row for row in rows if float(row["dice"]) == 0 and float(row["hd95"]) == 0]
+    assert empty, "the tiny run predicts class_2 somewhere in every case; the note is not exercised"
+    assert f"the model predicted nothing for {len(empty)} (case, class) pairs" in first_hour["tested"].stdout
     assert torch.load(first_hour["checkpoint"], weights_only=True)["model_config"]["num_classes"] == 3
 
 

@@ -6,7 +6,7 @@ import pytest
 from medpy.metric import binary as medpy_binary
 from scipy import ndimage
 
-from utils.metrics import METRIC_NAMES, case_metrics, summarize
+from utils.metrics import METRIC_NAMES, case_metrics, summarize, unpredicted_note
 
 NAN = float("nan")
 
@@ -200,3 +200,16 @@ def test_summarize_is_transunet_mean_of_case_metrics(one_of_each_case):
 def test_summarize_bad_input(per_case, message):
     with pytest.raises(ValueError, match=message):
         summarize(per_case)
+
+
+def test_the_note_on_unpredicted_classes_counts_the_hd95_zeros_that_mean_nothing_predicted():
+    gt = np.zeros((8, 8), dtype=np.int64)
+    gt[1:4, 1:4], gt[5:7, 5:7] = 1, 2
+    nothing = np.zeros_like(gt)  # predicts nothing: every HD95 0 under the transunet protocol
+    partial = np.where(gt == 1, 1, 0)  # class 1 right, class 2 not predicted
+    per_case = {"a": case_metrics(nothing, gt, 3), "b": case_metrics(partial, gt, 3)}
+    assert summarize(per_case)["per_class"][1]["hd95"] == 0.0  # the trap: reads as perfect
+    note = unpredicted_note(per_case, ["one", "two"], "transunet")
+    assert "predicted nothing for 3 (case, class) pairs (one in 1 of 2, two in 2 of 2 cases)" in note
+    assert unpredicted_note({"b": case_metrics(gt, gt, 3)}, ["one", "two"], "transunet") is None
+    assert unpredicted_note({"a": case_metrics(nothing, gt, 3, protocol="strict")}, ["one", "two"], "strict") is None
