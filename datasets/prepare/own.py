@@ -15,6 +15,7 @@ to train and test on it. Geometry, intensities and splits: datasets/own/ (docs/o
 """
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from functools import partial
@@ -29,8 +30,9 @@ __all__ = ["main", "next_commands"]
 
 def next_commands(out: str) -> list[str]:
     """The commands to type next: train, then test the run's last checkpoint."""
-    return [f"python train.py --dataset {out} --model sim_mpnet_pico --max_epochs 50",
-            "python test.py --checkpoint RUN/last.pth   (RUN: the run folder train.py printed)"]
+    run = os.path.join("runs", os.path.basename(os.path.normpath(out)).lower())
+    return [f"python train.py --dataset {out} --model sim_mpnet_pico --output_dir {run}",
+            f"python test.py --checkpoint {run}/last.pth"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
