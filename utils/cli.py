@@ -140,7 +140,7 @@ class RunParser(argparse.ArgumentParser):
                 model = peek_arch(known.checkpoint)  # the family whose options the checkpoint can be checked with
             model = model or DEFAULT_MODEL
             model_entry(model)
-        except ValueError as exc:
+        except (ValueError, DataError) as exc:  # DataError: a prepared folder's descriptor that cannot be read
             self.error(str(exc))
         self.checkpoint_path = known.checkpoint
         return dataset, model

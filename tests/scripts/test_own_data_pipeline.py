@@ -67,7 +67,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def test_a_prepared_folder_is_a_data_set(sets, monkeypatch):
+def test_a_prepared_folder_is_a_data_set(sets, monkeypatch, capsys, tmp_path):
     spec = get_dataset(sets["volumes"])
     descriptor = load_descriptor(sets["volumes"])
     assert spec.name == str(sets["volumes"].resolve()) and spec.short_name == "volumes"
@@ -88,6 +88,11 @@ def test_a_prepared_folder_is_a_data_set(sets, monkeypatch):
         get_dataset(sets["root"] / "moved")
     with pytest.raises(DataError, match="2-channel volume sets are not supported yet"):
         spec_from_descriptor(dataclasses.replace(descriptor, in_chans=2))
+    (tmp_path / "dataset_descriptor.json").write_text("{")  # a damaged descriptor: one line naming it, exit 2
+    with pytest.raises(SystemExit) as stop:
+        build_train_parser().parse_config(["--dataset", str(tmp_path)])
+    assert stop.value.code == 2
+    assert "dataset_descriptor.json: not a valid data set descriptor" in capsys.readouterr().err
 
 
 def test_volumes_train_test_predict_in_the_original_grid(sets, tmp_path):
