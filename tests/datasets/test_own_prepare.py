@@ -214,3 +214,26 @@ def test_folder_class_index_masks_and_palette_pngs(tmp_path):
     for split in ("train", "val", "test"):
         for item in RGBSegmentationDataset(desc.root_path, desc.list_dir, split, 3):
             np.testing.assert_array_equal(item["label"], mask)
+
+
+def test_grey_and_16_bit_pictures(tmp_path):
+    """nnU-Net 2-D with one grey channel: 8-bit kept, 16-bit scaled by its own range to 0..255, both repeated in R, G
+    and B (stored at their own size: --size equal to it)."""
+    src = tmp_path / "Dataset908_Grey"
+    for folder in ("imagesTr", "labelsTr"):
+        (src / folder).mkdir(parents=True)
+    ramp = np.arange(64, dtype=np.uint16).reshape(8, 8)
+    pictures = {"g0": ramp.astype(np.uint8) * 3, "g1": ramp * 1000 + 500, "g2": ramp.astype(np.uint8)}
+    for name, picture in pictures.items():
+        Image.fromarray(picture).save(src / "imagesTr" / f"{name}_0000.png")
+        Image.fromarray((ramp > 40).astype(np.uint8)).save(src / "labelsTr" / f"{name}.png")
+    json.dump({"channel_names": {"0": "grey"}, "labels": {"background": 0, "bright": 1}, "numTraining": 3,
+               "file_ending": ".png"}, open(src / "dataset.json", "w"))
+    prepare(src, tmp_path / "out", "--size", "8")
+    desc = load_descriptor(tmp_path / "out")
+    assert desc.in_chans == 3 and desc.channel_names == ("grey",)
+    for name, picture in pictures.items():
+        stored = np.load(os.path.join(desc.root_path, f"{name}.npz"))["image"]
+        expected = picture if picture.dtype == np.uint8 else np.rint((picture.astype(float) - 500) * 255 / 63000)
+        for channel in range(3):
+            np.testing.assert_array_equal(stored[..., channel], expected.astype(np.uint8))
