@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from datasets.own.descriptor import load_descriptor
-from datasets.own.geometry import image_to_original, to_original_grid, to_source_values
+from datasets.own.geometry import choose_slice_axes, image_to_original, to_original_grid, to_source_values
 from datasets.phantoms.cli import main as phantoms_main
 from datasets.phantoms.own import write_folder_phantom, write_msd_phantom, write_nnunet_phantom
 from datasets.prepare.own import main
@@ -237,3 +237,11 @@ def test_grey_and_16_bit_pictures(tmp_path):
         expected = picture if picture.dtype == np.uint8 else np.rint((picture.astype(float) - 500) * 255 / 63000)
         for channel in range(3):
             np.testing.assert_array_equal(stored[..., channel], expected.astype(np.uint8))
+
+
+def test_slices_run_along_the_coarse_axis_of_anisotropic_storage():
+    """nnU-Net's 2-D rule: slice along the axis of the largest median spacing (sagittal 4 mm x 1 mm x 1 mm stacks
+    give sagittal slices, [x, z, y]); isotropic cases give axial slices."""
+    assert choose_slice_axes([(4.0, 1.0, 1.0), (3.5, 0.9, 0.9), (1.0, 1.0, 1.0)]) == (0, 2, 1)
+    assert choose_slice_axes([(0.8, 5.0, 0.8)] * 2) == (1, 2, 0)
+    assert choose_slice_axes([(1.0, 1.0, 1.0), (0.7, 0.7, 0.7)]) == (2, 1, 0)
