@@ -152,4 +152,3 @@ def test_an_itk_storage_gives_the_same_slices(prepared, tmp_path, ending):
     expected_image, expected_label = volume(desc, "lps")
     np.testing.assert_array_equal(label, expected_label)
     np.testing.assert_allclose(image, expected_image, atol=1e-5)
-
