@@ -141,6 +141,10 @@ def test_volumes_train_test_predict_in_the_original_grid(sets, tmp_path):
         case = path.name[:-len("_0000.nii.gz")]
         exported = nib.load(out / "predictions" / f"{case}_pred.nii.gz")
         np.testing.assert_array_equal(np.asarray(written.dataobj), np.asarray(exported.dataobj))
+        counts = {row["class"]: int(row["voxels"]) for row in read_csv(predictions / "volumes.csv")
+                  if row["case"] == path.name[:-len(".nii.gz")]}
+        assert counts == {name: int(np.sum(np.asarray(written.dataobj) == index))
+                          for index, name in enumerate(("organ", "lesion"), start=1)}  # the written map's voxels
 
 
 @pytest.mark.parametrize("model", ["unet", "matchseg"])

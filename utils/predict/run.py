@@ -124,8 +124,9 @@ class Predictor:
             save_png(created.track(paths["overlay"]), image_grid(rows))
         atomic_write_bytes(created.track(paths["labels"]), label_nifti_bytes(output, affine, header, self.num_classes))
         report = f"{item.name}: {tuple(output.shape)} -> {paths['labels'].name} (network {result.seconds:.1f} s)"
-        return (volume_rows(item.name, result.network_labels, self.segmenter.class_names, voxel_mm3, "volume"),
-                report)
+        # counted on the written map, in its voxels (a resampling set's network grid has other voxels), as a skipped
+        # input's rows are counted from its map
+        return volume_rows(item.name, output, self.segmenter.class_names, voxel_mm3, "volume"), report
 
     # -- images
     def image(self, item: InputItem, created: CreatedPaths) -> tuple[list[list[str]], str]:

@@ -114,6 +114,13 @@ class Segmenter:
         """A raw volume (x, y, z) with its voxel -> world affine, segmented in the training orientation and layout,
         the result in the input's voxel order."""
         raw_input = self.raw_input(path)
+        if raw_input.scan is not None:  # the preparation's own path (resampling) and the way back to this grid
+            volume, back = raw_input.scan(data, affine)
+            result = self.prepared_volume(volume, probabilities=probabilities)
+            result.labels = back(result.network_labels)
+            if result.probabilities is not None:
+                result.probabilities = back(result.probabilities)
+            return result
         layout = SliceLayout.of(affine, self.orientation, raw_input.slice_axes, path)
         volume = layout.forward(np.asarray(raw_input.normalize(data), dtype=np.float32))
         result = self.prepared_volume(volume, probabilities=probabilities)
