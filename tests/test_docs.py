@@ -364,3 +364,23 @@ def test_checks_catch_bad_documents(tmp_path):
                      "pytest tests/utils/test_nope.py  # `tests/in_comment.py`\n```\n", encoding="utf-8")
     assert [(line.number, name) for line, name in repository_paths(paths)] == \
         [(5, "tests/utils/test_nope.py"), (1, "tests/test_gone.py"), (1, "utils/cli.py"), (2, "requirements.txt")]
+
+
+def test_licence_and_citation_agree():
+    """LICENSE is the Apache-2.0 text that README and CITATION.cff name; CITATION.cff parses and cites both papers,
+    whose BibTeX entries in the README are complete (balanced braces, one key each)."""
+    import yaml
+
+    assert (ROOT / "LICENSE").read_text(encoding="utf-8").split()[:4] == ["Apache", "License", "Version", "2.0,"]
+    citation = yaml.safe_load((ROOT / "CITATION.cff").read_text(encoding="utf-8"))
+    assert citation["cff-version"] == "1.2.0" and citation["license"] == "Apache-2.0" and citation["authors"]
+    titles = {reference["title"] for reference in citation["references"]}
+    assert titles == {"Similarity Memory Prior is All You Need for Medical Image Segmentation",
+                      "MatchSeg: Towards Better Segmentation via Reference Image Matching"}
+    readme = README.read_text(encoding="utf-8")
+    bibtex = readme.split("```bibtex\n", 1)[1].split("```", 1)[0]
+    entries = re.findall(r"@(\w+)\{([\w-]+),(.*?)\n\}", bibtex, re.DOTALL)
+    assert [kind for kind, _, _ in entries] == ["inproceedings", "article", "software"]
+    assert all(body.count("{") == body.count("}") for _, _, body in entries)
+    assert "ICCV" in entries[0][2] and "2025" in entries[0][2] and "2403.15901" in entries[1][2]
+    assert "Apache License 2.0" in readme and "(LICENSE)" in readme

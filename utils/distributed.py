@@ -15,6 +15,7 @@ fed the same global batches:
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -240,8 +241,10 @@ def wrap_data_parallel(model: nn.Module, context: DistributedContext, device: to
     synchronise themselves, BatchNorm statistics are global or averaged per epoch."""
     if not context.enabled:
         return model
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                   broadcast_buffers=False)
+    with warnings.catch_warnings():  # newer torch deprecates the option but keeps it for exactly this use
+        warnings.filterwarnings("ignore", message=r"`broadcast_buffers` is deprecated", category=FutureWarning)
+        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                       broadcast_buffers=False)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Single DICOM files (``.dcm``) as users hold them: a slice, a multi-frame volume or cine, a colour ultrasound loop,
 compressed or not. Read with pydicom; compressed pixel data is decoded by the plugins pydicom finds (Pillow,
-pylibjpeg with its libjpeg / openjpeg / rle plugins; see requirements.txt).
+pylibjpeg with its openjpeg / rle plugins, see requirements.txt, and libjpeg, GPL-3.0, requirements-gpl.txt).
 
 Two views of a file, for the two kinds of data set:
 
@@ -148,8 +148,9 @@ def check_pixels(path: str | os.PathLike, ds) -> None:
                               f"JPEG / JPEG-LS / JPEG 2000 / RLE syntax (e.g. dcmdjpeg, gdcmconv --raw)") from None
     if not decoder.is_available:
         tried = "; ".join(decoder.missing_dependencies)
-        raise DataError(path, f"{label}: no installed decoder can decode it (install pylibjpeg and its plugins, "
-                              f"requirements.txt{'; unavailable: ' + tried if tried else ''})")
+        raise DataError(path, f"{label}: no installed decoder can decode it (install pylibjpeg and its plugins: "
+                              f"requirements.txt, and for JPEG-LS / JPEG lossless requirements-gpl.txt"
+                              f"{'; unavailable: ' + tried if tried else ''})")
 
 
 def frame_count(ds) -> int:

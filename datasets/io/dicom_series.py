@@ -16,13 +16,19 @@ __all__ = ["dicom_series_ids", "read_dicom_series"]
 
 
 def dicom_series_ids(folder: str | os.PathLike) -> list[str]:
-    """Series instance UIDs of the DICOM files directly in ``folder`` (GDCM's scan; other files are ignored)."""
+    """Series instance UIDs of the DICOM files directly in ``folder`` (GDCM's scan; other files are ignored).
+    ITK's warning display is off during the scan: a folder without DICOM files (of NIfTI files, say) is an expected
+    answer here, not the 'No Series were found' that ITK would print on stderr for every such folder."""
     import SimpleITK as sitk  # only DICOM input needs it
 
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
     try:
         return list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
     except RuntimeError as exc:
         raise DataError(folder, f"cannot scan the folder for DICOM files: {first_line(exc)}") from exc
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
 
 
 def read_dicom_series(folder: str | os.PathLike) -> RawVolume:

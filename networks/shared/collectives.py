@@ -5,10 +5,16 @@ same path. Tensors must live on the device of the backend (CPU for gloo, CUDA fo
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_autograd
 
+# torch 2.9+ marks this autograd all_reduce deprecated for a private replacement; it works, and the warning (once per
+# process, i.e. per torchrun rank) is nothing a user can act on.
+warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_reduce is deprecated",
+                        category=FutureWarning)
 _REDUCE_OPS = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX} if dist.is_available() else {}
 
 

@@ -1,8 +1,9 @@
 """Sim-MPNet (Tang et al., ICCV 2025) as a registered model family.
 
 Registered names: ``sim_mpnet`` (the paper's small MaxViT at 256 px, encoder 2 at 224 px) and ``sim_mpnet_pico``
-(the pico configuration of the CPU demo). Either takes any field of :class:`SimMPNetConfig` as an override, and a
-data set name for the paper's per-data-set memory settings (``DATASET_SETTINGS``).
+(the pico architecture of the CPU demo; it trains with the release's recipe, not the demo's options). Either takes
+any field of :class:`SimMPNetConfig` as an override, and a data set name for the paper's per-data-set memory settings
+(``DATASET_SETTINGS``).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def sim_mpnet(config: SimMPNetConfig, pretrained=None) -> SimMPNet:
 @register_model(config=SimMPNetConfig, preset=PRESETS["pico"], dataset_settings=dataset_settings,
                 train_options=SimMPNetTrainOptions, recipe=RELEASE_RECIPE)
 def sim_mpnet_pico(config: SimMPNetConfig, pretrained=None) -> SimMPNet:
-    """Sim-MPNet, the CPU demo's configuration: MaxViT-pico at 64 px, 16 memory columns, 20 warm-up forwards."""
+    """Sim-MPNet at the CPU demo's size (MaxViT-pico, 64 px, 16 memory columns, 20 warm-up); the release's recipe."""
     return SimMPNet(config, pretrained=pretrained)
 
 
