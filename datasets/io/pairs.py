@@ -126,7 +126,8 @@ def write_pair_folder(dataset, out: str | os.PathLike) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Write a listed split of a registered 2-D data set as a folder of "
+    parser = argparse.ArgumentParser(prog=f"python -m {__spec__.name if __spec__ else __name__}",
+                                     description="Write a listed split of a registered 2-D data set as a folder of "
                                                  "image/mask pairs (images/<name>.png, masks/<name>.png), e.g. a "
                                                  "support folder for predict.py --support.")
     parser.add_argument("--dataset", required=True, choices=list_datasets())

@@ -38,6 +38,8 @@ NUM_BTCV_LABELS = 13
 # 5 liver, 6 pancreas, 7 spleen, 8 stomach). Esophagus (5), IVC (9), portal/splenic vein
 # (10) and the adrenal glands (12, 13) become background.
 BTCV_TO_TRANSUNET = {1: 7, 2: 4, 3: 3, 4: 2, 6: 5, 7: 8, 8: 1, 11: 6}
+BTCV_NAMES = ("spleen", "right kidney", "left kidney", "gallbladder", "esophagus", "liver", "stomach", "aorta",
+              "inferior vena cava", "portal and splenic veins", "pancreas", "right adrenal gland", "left adrenal gland")
 IMAGE_PATTERN = re.compile(r"^img(\d+)\.nii(\.gz)?$")
 
 
@@ -47,6 +49,15 @@ def map_btcv_labels(label: np.ndarray) -> np.ndarray:
     for btcv, transunet in BTCV_TO_TRANSUNET.items():
         lookup[btcv] = transunet
     return lookup[np.asarray(label, dtype=np.int64)]
+
+
+def label_mapping_text() -> str:
+    """The relabelling, said once per preparation (BTCV's 13 organs -> TransUNet's 8 classes)."""
+    kept = ", ".join(f"{btcv} {BTCV_NAMES[btcv - 1]} -> {transunet}"
+                     for btcv, transunet in sorted(BTCV_TO_TRANSUNET.items(), key=lambda item: item[1]))
+    dropped = ", ".join(f"{btcv} {BTCV_NAMES[btcv - 1]}" for btcv in range(1, NUM_BTCV_LABELS + 1)
+                        if btcv not in BTCV_TO_TRANSUNET)
+    return f"labels: BTCV -> TransUNet's 8 organs: {kept}; background: {dropped}"
 
 
 def find_raw_cases(raw_dir: str) -> dict[int, tuple[str, str]]:
@@ -83,8 +94,16 @@ def load_raw_case(image_path: str, label_path: str) -> tuple[np.ndarray, np.ndar
 def prepare_synapse(
     raw_dir: str, out_dir: str, list_dir: str, test_cases: Sequence[int] = SYNAPSE_TEST_CASES
 ) -> dict:
-    """Convert the raw cases; returns the written case names per split."""
+    """Convert the raw cases; returns the written case names per split. Prints the label mapping it applies and a
+    warning when test cases of ``test_cases`` are absent from the download."""
     cases = find_raw_cases(raw_dir)
+    print(label_mapping_text())
+    absent = [number for number in test_cases if number not in cases]
+    if absent:
+        print(f"warning: {len(absent)} of the {len(test_cases)} test cases are not in {raw_dir} "
+              f"({', '.join(synapse_case_name(number) for number in absent)}): the test list holds "
+              f"{len(test_cases) - len(absent)} volumes, and its numbers are not comparable with the published tables "
+              f"(TransUNet's 12 test cases)", file=sys.stderr)
     train_dir, test_dir = os.path.join(out_dir, TRAIN_DIR_NAME), os.path.join(out_dir, TEST_DIR_NAME)
     train_entries, test_entries = [], []
     for number, (image_path, label_path) in sorted(cases.items()):
