@@ -330,8 +330,8 @@ def evaluate(config: EvalConfig) -> dict:
             atomic_write_json(created.track(output_dir / "summary.json"), record)
             case_notes = getattr(dataset, "case_notes", None)  # per-case context, e.g. a query's supports
             write_test_report(created.track(output_dir / REPORT_HTML), record=json_safe(record), metrics_csv=csv_text,
-                              run={**report_facts(config, model.arch, kind, img_size, device, len(per_case)),
-                                   "checkpoint": checkpoint_line},
+                              run=report_facts(config, model.arch, kind, img_size, device, len(per_case),
+                                               describe_checkpoint(checkpoint)),
                               overlays=overlays, notes=case_notes() if case_notes is not None else None,
                               title=f"{model.arch} on {config.dataset} / {config.test_list}")
             logger.info("\n%s", metric_tables(per_case, summary, labels, distance_unit))
@@ -345,11 +345,11 @@ def evaluate(config: EvalConfig) -> dict:
 
 
 def report_facts(config: EvalConfig, arch: str, kind: str, img_size: int, device: torch.device,
-                 num_cases: int) -> dict:
+                 num_cases: int, checkpoint_state: str = "") -> dict:
     """The run as the results page's header lists it."""
     return {"model": arch, "data set": config.dataset, "test list": f"{config.test_list} ({num_cases} {kind}s)",
-            "checkpoint": str(config.checkpoint), "metrics protocol": config.metrics,
-            "HD95 / ASD unit": evaluation_distance_unit(config), "tta": config.tta,
+            "checkpoint": str(config.checkpoint), "checkpoint state": checkpoint_state,
+            "metrics protocol": config.metrics, "HD95 / ASD unit": evaluation_distance_unit(config), "tta": config.tta,
             "network input": f"{img_size} px", "device": str(device),
             "date": datetime.now().astimezone().isoformat(timespec="seconds")}
 

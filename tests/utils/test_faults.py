@@ -295,8 +295,8 @@ def test_test_py_records_the_checkpoints_epoch_step_and_hash(runs, tmp_path):
     expected = {"epochs": 2, "step": 4, "run_id": json.loads((checkpoint.parent / "config.json").read_text())["run_id"],
                 "sha256": stored["content_sha256"]}
     assert json.loads((tmp_path / "test" / "summary.json").read_text())["checkpoint_state"] == expected
-    described = f"{checkpoint} (epochs 2, step 4, sha256 {stored['content_sha256']})"
-    assert described in (tmp_path / "test" / "log.txt").read_text()
+    described = f"epochs 2, step 4, sha256 {stored['content_sha256']}"
+    assert f"{checkpoint} ({described})" in (tmp_path / "test" / "log.txt").read_text()
     assert described in (tmp_path / "test" / "report.html").read_text()
 
 
