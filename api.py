@@ -20,6 +20,7 @@ that cannot be used raises ``CheckpointError`` (``utils.checkpoint``). Both are 
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from collections.abc import Sequence
@@ -35,6 +36,7 @@ from datasets.io.images import png_bytes
 from datasets.io.nifti import label_nifti_image, mm_per_unit
 from datasets.io.pairs import IMAGES_DIR, MASK_SUFFIX, MASKS_DIR
 from datasets.io.volumes import checked_volume
+from utils.batch_context import model_context
 from utils.checkpoint import CheckpointError
 from utils.evaluator import CSV_COLUMNS, class_labels
 from utils.metrics import METRIC_NAMES, PROTOCOLS, case_metrics
@@ -73,6 +75,12 @@ class Segmenter:
         core = load_segmenter(checkpoint, dataset=dataset, device=device or "auto", amp=amp, batch_size=batch_size,
                               tta=tta or "none", orientation=orientation, support=support,
                               context_options=context_options)
+        provider = model_context(core.model.arch)
+        known = set() if provider is None else {item.name for item in dataclasses.fields(provider.options)}
+        unknown = sorted(set(context_options) - known)
+        if unknown:  # a misspelt option would otherwise be ignored
+            raise DataError(unknown[0], f"not an option of {core.model.arch} (its options: "
+                                        f"{', '.join(sorted(known)) or 'none'})")
         return cls(core, folder)
 
     @property

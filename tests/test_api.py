@@ -220,5 +220,8 @@ def test_bad_inputs_raise_one_data_error_naming_the_file_or_argument(cases, tmp_
     with pytest.raises(api.DataError, match=r"support\[0\]"):
         api.Segmenter.from_checkpoint(cases["checkpoints"]["matchseg"], device="cpu",
                                       support=[(np.zeros((8, 8, 3), np.uint8), np.zeros((4, 4), np.uint8))])
+    with pytest.raises(api.DataError, match="support_sise: not an option of matchseg"):
+        api.Segmenter.from_checkpoint(cases["checkpoints"]["matchseg"], device="cpu", support=cases["support"],
+                                      support_sise=4)
     with pytest.raises(api.DataError, match="label"):
         api.evaluate(np.zeros((4, 4), int), np.zeros((4, 5), int))

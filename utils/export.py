@@ -231,6 +231,8 @@ def export(config: ExportConfig) -> dict:
     spec = checkpoint_dataset(config.checkpoint, config.dataset, trained, [])
     provider = model_context(model.arch)
     k = None
+    if provider is None and config.support_size is not None:
+        raise ValueError(f"--support_size {config.support_size}: {model.arch} takes no support set")
     if provider is not None:
         k = context_options(provider, trained.context_options, {"support_size": config.support_size}).support_size
     inputs = example_inputs(model, PARITY_BATCHES[0], k, config.seed)

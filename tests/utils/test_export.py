@@ -113,3 +113,6 @@ def test_a_parity_failure_and_an_existing_output_are_refused(checkpoints, tmp_pa
     out.write_bytes(b"a user's file")
     assert export_main(["--checkpoint", str(checkpoints["unet"]), "--format", "onnx", "--out", str(out)]) == 2
     assert "exists" in capsys.readouterr().err and out.read_bytes() == b"a user's file"
+    assert export_main(["--checkpoint", str(checkpoints["unet"]), "--format", "onnx", "--out", str(tmp_path / "k.onnx"),
+                        "--support_size", "2"]) == 2
+    assert "unet takes no support set" in capsys.readouterr().err and not (tmp_path / "k.onnx").exists()
