@@ -62,9 +62,10 @@ def error_line(exc: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def held_warnings() -> Iterator[list[logging.LogRecord]]:
-    """The warnings logged in the block, shown on stderr as ever and collected, so that :func:`to_log_file` can
-    write them into the run's log.txt once it is open (a resumed run warns before that)."""
+def held_warnings(level: int = logging.WARNING) -> Iterator[list[logging.LogRecord]]:
+    """The warnings (records of ``level`` and above) logged in the block, shown on stderr as ever and collected, so
+    that :func:`to_log_file` can write them into the run's log.txt once it is open (a resumed run warns before that;
+    building the model logs, at INFO, the weight file it loaded)."""
     records: list[logging.LogRecord] = []
 
     class Collect(logging.Handler):
@@ -72,12 +73,15 @@ def held_warnings() -> Iterator[list[logging.LogRecord]]:
             records.append(record)
             print(record.getMessage(), file=sys.stderr)
 
-    handler = Collect(logging.WARNING)
+    handler = Collect(level)
     logger.addHandler(handler)
+    previous_level = logger.level
+    logger.setLevel(min(level, logger.getEffectiveLevel()))
     try:
         yield records
     finally:
         logger.removeHandler(handler)
+        logger.setLevel(previous_level)
 
 
 def to_log_file(records: Sequence[logging.LogRecord]) -> None:

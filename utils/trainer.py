@@ -21,6 +21,7 @@ rank 0 alone logs, validates (with the other ranks' share of the volumes) and wr
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 from dataclasses import asdict
@@ -143,7 +144,8 @@ class Trainer:
         self.recipe, self.recipe_note = effective_recipe(config)
         self.spec = get_dataset(run.dataset)
         # Build/validate every input before anything is written.
-        self.model = self.create_model()
+        with held_warnings(logging.INFO) as self.model_notes:  # the weight file loaded, or missing: into log.txt
+            self.model = self.create_model()
         self.model.set_grad_checkpointing(run.grad_checkpointing)
         self.model.start_training(train_options(config))
         img_size, device = self.model.img_size, str(self.device)
@@ -360,7 +362,7 @@ class Trainer:
                 created.mkdir(self.output_dir)
                 with locked_run_folder(self.output_dir) as opening_warnings, \
                         run_logging(created.track(self.output_dir / "log.txt")), errors_logged(self.describe_stop):
-                    to_log_file(self.early_warnings + opening_warnings)
+                    to_log_file(self.model_notes + self.early_warnings + opening_warnings)
                     self.state.run_id = claim_run_folder(self.output_dir, run.resume, self.state.run_id)
                     self.tb = TensorBoard(created.track(self.output_dir / "tb"))
                     self.step_log = CsvLog(created.track(self.output_dir / "train_steps.csv"), self.step_columns)

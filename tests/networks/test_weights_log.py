@@ -95,3 +95,27 @@ def test_a_missing_file_warns_once(weights_dir, tmp_path):
         lines = (tmp_path / "log.txt").read_text().splitlines()
         assert len(lines) == 1 and "NO PRETRAINED WEIGHTS" in lines[0]
         assert f"python -m networks.sim_mpnet.fetch_weights --backbone {PICO}" in lines[0]
+
+
+def test_a_training_run_writes_the_weight_file_into_its_log(tmp_path, capsys):
+    """The model is built before the run folder is opened (bad input is refused before anything is written): the
+    line is held, shown once on the console and written into log.txt once it is open."""
+    from datasets import get_dataset
+    from utils.cli import build_train_parser, run_cli
+    from utils.trainer import train
+
+    phantom = get_dataset("busi").phantom.write(tmp_path / "BUSI", tmp_path / "lists", num_train=2, num_val=1,
+                                                num_test=1, size=32, seed=0)
+    encoder = tmp_path / "resnet18.pth"
+    torch.save(create_model("unet", num_classes=2, in_chans=3, img_size=32, encoder_name="resnet18",
+                            pretrained=False).net.encoder.state_dict(), encoder)
+    config = build_train_parser().parse_config(
+        ["--dataset", "busi", "--model", "unet", "--encoder_name", "resnet18", "--img_size", "32", "--pretrained",
+         str(encoder), "--root_path", phantom["root_path"], "--volume_path", phantom["volume_path"], "--list_dir",
+         phantom["list_dir"], "--val_list", "none", "--max_steps", "1", "--batch_size", "2", "--num_workers", "0",
+         "--device", "cpu", "--output_dir", str(tmp_path / "run")])
+    assert run_cli(train, config) == 0
+    line = f"loaded resnet18 encoder weights from {encoder}"
+    assert [text.split("] ", 1)[-1] for text in (tmp_path / "run" / "log.txt").read_text().splitlines()
+            if "loaded" in text] == [line]
+    assert capsys.readouterr().err.count(line) == 1
