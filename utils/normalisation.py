@@ -13,7 +13,8 @@ these functions name no model.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -76,15 +77,45 @@ def normalisation_fit(model: nn.Module, batches: Iterable[dict], forward: BatchF
     finally:
         for handle in handles:
             handle.remove()
+    return [_fit(name, layer, moments[name]) for name, layer in layers
+            if moments[name].count]  # a layer this model's forward does not call has nothing to fit
+
+
+def _fit(label: str, layer: nn.modules.batchnorm._BatchNorm, moments: _InputMoments) -> NormalisationFit:
+    mean, variance = moments.mean_and_variance()
+    running_mean, running_var = layer.running_mean.double().cpu(), layer.running_var.double().cpu()
+    shift = (mean.cpu() - running_mean).abs() / (running_var + layer.eps).sqrt()
+    ratio = (variance.cpu() + layer.eps) / (running_var + layer.eps)
+    return NormalisationFit(label, float(shift.quantile(0.5)), float(ratio.quantile(0.5)))
+
+
+def call_fits(model: nn.Module, batch: dict, forward: BatchForward) -> list[NormalisationFit]:
+    """One forward of ``batch`` with batch statistics (:func:`batch_statistics`); for every call of every BatchNorm
+    layer, the fit of its running statistics to that call's input (``layer`` names the call: ``name#k`` for the
+    k-th call of a layer called several times). After :func:`recalibrate_batchnorm` on this one batch, every call of
+    a layer that sees one distribution fits exactly (up to the unbiased variance's n / (n - 1)); a layer serving
+    several call sites cannot fit them all."""
+    layers = batchnorm_layers(model)
+    calls: dict[str, list[_InputMoments]] = {name: [] for name, _ in layers}
+
+    def record(name: str):
+        def hook(module: nn.Module, inputs: tuple) -> None:
+            calls[name].append(_InputMoments())
+            calls[name][-1](module, inputs)
+        return hook
+
+    handles = [layer.register_forward_pre_hook(record(name)) for name, layer in layers]
+    try:
+        with torch.no_grad(), batch_statistics(model.eval()):
+            forward(model, batch)
+    finally:
+        for handle in handles:
+            handle.remove()
     fits = []
     for name, layer in layers:
-        if not moments[name].count:
-            continue  # not called by this model's forward
-        mean, variance = moments[name].mean_and_variance()
-        running_mean, running_var = layer.running_mean.double().cpu(), layer.running_var.double().cpu()
-        shift = (mean.cpu() - running_mean).abs() / (running_var + layer.eps).sqrt()
-        ratio = (variance.cpu() + layer.eps) / (running_var + layer.eps)
-        fits.append(NormalisationFit(name, float(shift.median()), float(ratio.median())))
+        for index, moments in enumerate(calls[name]):
+            label = name if len(calls[name]) == 1 else f"{name}#{index}"
+            fits.append(_fit(label, layer, moments))
     return fits
 
 
@@ -122,3 +153,29 @@ def format_fit_table(fits: list[NormalisationFit], rows: int = 8) -> str:
     lines = [f"{'layer':<{width}}  shift (sd)  variance ratio"]
     lines += [f"{fit.layer:<{width}}  {fit.shift:10.2f}  {fit.variance_ratio:14.2f}" for fit in worst]
     return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def batch_statistics(model: nn.Module) -> Iterator[nn.Module]:
+    """A diagnostic: within the block, every BatchNorm layer of the model normalises by the statistics of the batch
+    it receives instead of its running statistics (even where a predictor puts the model in evaluation mode), and
+    the running statistics stay as they were. Predictions that change a lot under it point at running statistics
+    that do not fit."""
+    layers = [layer for _, layer in batchnorm_layers(model)]
+    saved = [(layer.momentum, layer.num_batches_tracked.clone()) for layer in layers]
+
+    def use_batch_statistics(layer: nn.Module, inputs: tuple) -> None:
+        layer.training = True
+
+    handles = [layer.register_forward_pre_hook(use_batch_statistics) for layer in layers]
+    for layer in layers:
+        layer.momentum = 0.0  # running = (1 - 0) * running + 0 * batch: unchanged
+    try:
+        yield model
+    finally:
+        for handle in handles:
+            handle.remove()
+        for layer, (momentum, tracked) in zip(layers, saved):
+            layer.momentum = momentum
+            layer.num_batches_tracked.copy_(tracked)
+            layer.training = model.training
