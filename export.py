@@ -26,6 +26,9 @@ def build_export_parser() -> argparse.ArgumentParser:
                                                         "the checkpoint's)")
     parser.add_argument("--support_size", type=int, default=None,
                         help="support-set models: the fixed number k of supports (default: the checkpoint's)")
+    parser.add_argument("--batch_size", type=int, default=2,
+                        help="batch of the example input: the batch of an export whose batch axis cannot be dynamic "
+                             "(Sim-MPNet, torch.export of support-set models); the others take any batch")
     parser.add_argument("--overwrite", action="store_true", help="replace FILE and FILE.json if they exist")
     return parser
 

@@ -44,7 +44,6 @@ __all__ = ["FORMATS", "TOLERANCE", "ExportConfig", "NetworkLogits", "export", "e
 
 FORMATS = ("onnx", "torch_export")
 TOLERANCE = 1e-3  # max |exported - eager| over max(1, max |eager|) of the logits (float32 on the CPU)
-PARITY_BATCHES = (2, 1)  # the export's example batch, then another batch size (a dynamic batch axis is checked)
 
 
 @dataclass
@@ -58,6 +57,7 @@ class ExportConfig:
     support_size: int | None = None  # support-set models: k (None: the checkpoint's)
     overwrite: bool = False
     seed: int = 0  # of the parity inputs
+    batch_size: int = 2  # of the export's example input: the batch of a static export (>= 2 for a dynamic one)
 
 
 class NetworkLogits(torch.nn.Module):
@@ -235,9 +235,12 @@ def export(config: ExportConfig) -> dict:
         raise ValueError(f"--support_size {config.support_size}: {model.arch} takes no support set")
     if provider is not None:
         k = context_options(provider, trained.context_options, {"support_size": config.support_size}).support_size
-    inputs = example_inputs(model, PARITY_BATCHES[0], k, config.seed)
+    if config.batch_size < 1:
+        raise ValueError(f"--batch_size must be >= 1, got {config.batch_size}")
+    inputs = example_inputs(model, config.batch_size, k, config.seed)
     network = NetworkLogits(model, tuple(inputs)[1:]).eval()
-    check_inputs = [inputs] + [example_inputs(model, batch, k, config.seed + 1) for batch in PARITY_BATCHES[1:]]
+    other_batch = 1 if config.batch_size > 1 else 2  # a dynamic batch axis is checked at another size too
+    check_inputs = [inputs, example_inputs(model, other_batch, k, config.seed + 1)]
     try:
         exporter, record = export_network(config.format, network, inputs, out, check_inputs, model.arch)
     except RuntimeError as exc:

@@ -71,12 +71,13 @@ def test_onnx_export_runs_in_onnxruntime_as_the_eager_model(checkpoints, tmp_pat
 def test_torch_export_of_a_support_set_model_with_fixed_k(checkpoints, tmp_path):
     out = tmp_path / "matchseg.pt2"
     assert export_main(["--checkpoint", str(checkpoints["matchseg"]), "--format", "torch_export", "--out",
-                        str(out), "--support_size", "2"]) == 0
+                        str(out), "--support_size", "2", "--batch_size", "3"]) == 0
     record = json.loads((tmp_path / "matchseg.pt2.json").read_text())
     assert record["support_size"] == 2 and record["context"]["support_images"]["shape"] == ["batch", 2, 3, 64, 64]
     assert record["context"]["support_labels"]["dtype"] == "int64"
     generator = torch.Generator().manual_seed(9)
-    batch = 2 if "static" in record["exporter"] else 1
+    batch = 3 if "static" in record["exporter"] else 1  # a static program takes the --batch_size it was made with
+    assert record["parity"]["inputs"][0]["image"] == [3, 3, 64, 64]
     inputs = (torch.randn(batch, 3, 64, 64, generator=generator), torch.randn(batch, 2, 3, 64, 64, generator=generator),
               torch.randint(0, 2, (batch, 2, 64, 64), generator=generator))
     program = torch.export.load(str(out))
