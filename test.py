@@ -1,6 +1,8 @@
 """Evaluate a checkpoint of any registered model on any registered data set: `python test.py --dataset acdc --help`.
 
-The model is the one the checkpoint names; `test_<dataset>.py` are this script with the data set fixed.
+The model is the one the checkpoint names, and what its run recorded (data set, data folders, list folder, classes) is
+the default: `python test.py --checkpoint runs/x/best_val.pth`; an option given overrides it. `test_<dataset>.py` are
+this script with the data set fixed.
 """
 import sys
 
