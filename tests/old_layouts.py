@@ -21,7 +21,8 @@ def flat_args_layout(ckpt: dict) -> dict:
     trained_with = dict(options["recipe"])
     if not options["run"]["val_list"]:
         trained_with["early_stop_patience"] = 0
-    rest = {key: value for key, value in ckpt.items() if key != "options"}
+    rest = {key: value for key, value in ckpt.items()
+            if key not in ("options", "run_id", "content_sha256")}  # the last two came after this format
     return {**rest, "format": "sim-mpnet/2", "args": args, "recipe": trained_with}
 
 

@@ -106,8 +106,8 @@ def claim_run_folder(folder: str | os.PathLike, resume: str | None, checkpoint_r
     inside = Path(resume).resolve().parent == folder.resolve()
     if folder_id is not None and folder_id == checkpoint_run_id:
         return folder_id
-    if folder_id is None and inside:  # a folder of the code before run ids, resumed from its own checkpoint
-        return checkpoint_run_id or new_run_id()
+    if inside and (folder_id is None or checkpoint_run_id is None):  # written before run ids: the file's place
+        return folder_id or checkpoint_run_id or new_run_id()  # in the folder is all that tells its run
     raise RunFolderError(resume, f"this checkpoint is of run {checkpoint_run_id or '(no id)'}, but {folder} holds run "
                                  f"{folder_id or '(no id)'}: resuming here would overwrite that run's files; give a "
                                  f"new --output_dir")
