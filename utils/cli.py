@@ -31,6 +31,9 @@ from networks.registry import model_config
 from utils.checkpoint import CheckpointError, peek_arch
 from utils.config import EvalConfig, RunOptions, TrainConfig, config_from_namespace
 from utils.inference import TTA_MODES
+from utils.replay import config_defaults, config_selection
+from utils.runfolder import RunInterrupted, SignalStop
+from utils.runlog import error_line
 from utils.run_defaults import checkpoint_defaults
 
 DEFAULT_MODEL = "sim_mpnet"
@@ -42,7 +45,7 @@ TEST_BATCH_SIZE = 16  # slices per inference batch (2-D image sets infer one ima
 RUNS_DIR = "runs"
 NONE_WORDS = ("none", "null", "")
 # Exception types that mean bad input (reported in one line, exit code 2) rather than a bug.
-EXPECTED_ERRORS = (DataError, CheckpointError, ValueError, OSError)
+EXPECTED_ERRORS = (DataError, CheckpointError, ValueError, OSError, FloatingPointError)  # the last: divergence
 # Release options accepted for compatibility that have no effect here, per role, with the reason.
 _NO_GPU_COUNT = "one device per process; for several GPUs launch with torchrun --nproc_per_node N"
 IGNORED_OPTIONS = {
@@ -101,6 +104,7 @@ class RunParser(argparse.ArgumentParser):
         self.context_option_names: list[str] = []
         self._built = False
         self.checkpoint_path: str | None = None
+        self.config_path: str | None = None  # --config: a run's config.json (utils.replay)
 
     def _selection(self, argv: Sequence[str]) -> tuple[str, str | None]:
         """(data set, model) named on the command line (the model may be None for testing: the checkpoint's)."""
@@ -108,14 +112,25 @@ class RunParser(argparse.ArgumentParser):
         first.add_argument("--dataset", default=None)
         first.add_argument("--model", default=None)
         first.add_argument("--checkpoint", default=None)
+        first.add_argument("--config", default=None)
         known, _ = first.parse_known_args(argv)
+        self.config_path = known.config
+        if known.config:  # a run's record: its data set, model (training) and checkpoint (testing) unless given
+            try:
+                recorded = config_selection(known.config, self.role)
+            except DataError as exc:
+                self.error(str(exc))
+            known.dataset = known.dataset or (None if self.fixed_dataset else recorded.get("dataset"))
+            known.model = known.model or recorded.get("model")
+            known.checkpoint = known.checkpoint or recorded.get("checkpoint")
         dataset = self.fixed_dataset
         if dataset is None and known.dataset is None and self.role == "test":
             known.dataset = checkpoint_defaults(known.checkpoint, None).get("dataset")  # the run's data set
         if dataset is None:
             if known.dataset is None:
-                self.error(f"--dataset is required{' (the checkpoint records none)' if known.checkpoint else ''}; "
-                           f"registered: {', '.join(list_datasets())}")
+                why = "" if not known.checkpoint else " (the checkpoint records none)" \
+                    if os.path.isfile(known.checkpoint) else f" ({known.checkpoint}: no such file)"
+                self.error(f"--dataset is required{why}; registered: {', '.join(list_datasets())}")
             dataset = known.dataset
         elif known.dataset is not None and known.dataset.lower() != dataset:
             self.error(f"--dataset {known.dataset} contradicts this script, which handles {dataset}")
@@ -126,7 +141,7 @@ class RunParser(argparse.ArgumentParser):
                 model = peek_arch(known.checkpoint)  # the family whose options the checkpoint can be checked with
             model = model or DEFAULT_MODEL
             model_entry(model)
-        except ValueError as exc:
+        except (ValueError, DataError) as exc:  # DataError: a prepared folder's descriptor that cannot be read
             self.error(str(exc))
         self.checkpoint_path = known.checkpoint
         return dataset, model
@@ -134,7 +149,8 @@ class RunParser(argparse.ArgumentParser):
     def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
         argv = list(sys.argv[1:] if args is None else args)
         if not self._built:
-            if self.fixed_dataset is None and "--dataset" not in " ".join(argv) and {"-h", "--help"} & set(argv) \
+            if self.fixed_dataset is None and not any(name in " ".join(argv) for name in ("--dataset", "--config")) \
+                    and {"-h", "--help"} & set(argv) \
                     and not (self.role == "test" and "--checkpoint" in " ".join(argv)):
                 _add_selection_help(self)  # options depend on the model and data set: say how to list them
             else:
@@ -213,6 +229,11 @@ def _build(parser: RunParser, dataset: str, model: str) -> None:
     _add_release_compat(parser, dataset, parser.role)
     if parser.role == "test":  # what the checkpoint's run recorded is the default; an option given overrides it
         parser.set_defaults(**checkpoint_defaults(parser.checkpoint_path, dataset))
+    parser.add_argument("--config", default=None, metavar="CONFIG_JSON",
+                        help="a run's config.json: its options are the defaults (training: the run replayed; testing: "
+                             "its data and last.pth); options given here override them")
+    parser.set_defaults(**config_defaults(parser.config_path, parser.role, dataset,
+                                          {action.dest for action in parser._actions}))
 
 
 def _add_release_compat(parser: argparse.ArgumentParser, dataset: str, role: str) -> None:
@@ -396,20 +417,22 @@ def _resolve(parser: RunParser, args: argparse.Namespace) -> None:
 
 def report_error(exc: BaseException) -> str:
     """One line ``error: <file>: <problem>`` for an expected (input) error."""
-    if isinstance(exc, OSError) and exc.filename and exc.strerror:
-        text = f"{exc.filename}: {exc.strerror}"
-    else:
-        text = str(exc)
-    return "error: " + " ".join(text.split())
+    return "error: " + error_line(exc)
 
 
 def run_cli(entry: Callable[[Any], object], args: Any) -> int:
-    """Run ``entry(args)``; bad input becomes one ``error: ...`` line on stderr and exit code 2."""
+    """Run ``entry(args)``; bad input becomes one ``error: ...`` line on stderr and exit code 2, SIGTERM / SIGINT
+    one line and exit code 128 + the signal (utils.runfolder.RunInterrupted), never a traceback."""
     try:
-        entry(args)
+        with SignalStop.installed():
+            entry(args)
     except EXPECTED_ERRORS as exc:
         sys.stdout.flush()
         print(report_error(exc), file=sys.stderr)
         return 2
+    except RunInterrupted as stop:
+        sys.stdout.flush()
+        print(stop, file=sys.stderr)
+        return stop.exit_code
     return 0
 
