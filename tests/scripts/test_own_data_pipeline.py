@@ -27,6 +27,8 @@ from utils.evaluator import evaluate
 from utils.predict import main as predict_main
 from utils.trainer import train
 
+import visualize
+
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 REPO = Path(__file__).resolve().parents[2]
@@ -120,6 +122,11 @@ def test_volumes_train_test_predict_in_the_original_grid(sets, tmp_path):
         exported_label = np.asarray(nib.load(out / "predictions" / f"{case}_gt.nii.gz").dataobj)
         agreement = np.mean(exported_label == np.asarray(original.dataobj))
         assert agreement > 0.97, f"{case}: the exported ground truth matches the raw label on {agreement:.3f}"
+
+    # visualize.py with the checkpoint alone: the run's set, its test cases
+    figure = tmp_path / "figure.png"
+    argv = ["predictions", "--checkpoint", str(checkpoint), "--device", "cpu", "--out", str(figure)]
+    assert visualize.main(argv) == 0 and Image.open(figure).size[0] > 0
 
     # --distance_unit switches to the benchmark sets' pixels
     pixels = evaluate(build_test_parser().parse_config(["--checkpoint", str(checkpoint), "--device", "cpu",
