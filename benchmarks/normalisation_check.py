@@ -33,7 +33,7 @@ from utils.config import saved_options  # noqa: E402
 from utils.evaluator import build_eval_dataset, evaluate_model, evaluation_distance_unit  # noqa: E402
 from utils.inference import resolve_device, sum_of_heads  # noqa: E402
 from utils.model_input import with_model_input  # noqa: E402
-from utils.normalisation import batch_statistics, normalisation_fit  # noqa: E402
+from utils.normalisation import batch_statistics, normalisation_fit, worst_first  # noqa: E402
 from utils.recalibration import forward, trained_run, training_batches  # noqa: E402
 from utils.runlog import seed_everything  # noqa: E402
 
@@ -110,7 +110,7 @@ def main(argv=None) -> dict:
     seed_everything(trained.run.seed, True)
     batches = list(training_batches(trained, model, args.batch_size, args.num_batches, device, 0))
     fits = normalisation_fit(model, batches, forward)
-    worst = sorted(fits, key=lambda fit: max(fit.shift, fit.variance_factor - 1), reverse=True)
+    worst = worst_first(fits)
     report = {"checkpoint": args.checkpoint, "training_batches": len(batches), "batch_size": args.batch_size,
               "fit": [{"layer": fit.layer, "shift_sd": round(fit.shift, 3),
                        "variance_ratio": round(fit.variance_ratio, 3)} for fit in worst],

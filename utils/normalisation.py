@@ -146,9 +146,14 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[dict], forward: Ba
     return count
 
 
+def worst_first(fits: list[NormalisationFit]) -> list[NormalisationFit]:
+    """Sorted by how far off they are: the larger of the shift (sd) and the variance factor's excess over 1."""
+    return sorted(fits, key=lambda fit: max(fit.shift, fit.variance_factor - 1), reverse=True)
+
+
 def format_fit_table(fits: list[NormalisationFit], rows: int = 8) -> str:
     """The worst-fitting layers first: shift in running standard deviations, variance ratio."""
-    worst = sorted(fits, key=lambda fit: max(fit.shift, fit.variance_factor - 1), reverse=True)[:rows]
+    worst = worst_first(fits)[:rows]
     width = max([len("layer"), *(len(fit.layer) for fit in worst)])
     lines = [f"{'layer':<{width}}  shift (sd)  variance ratio"]
     lines += [f"{fit.layer:<{width}}  {fit.shift:10.2f}  {fit.variance_ratio:14.2f}" for fit in worst]
