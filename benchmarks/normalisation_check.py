@@ -43,6 +43,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--volume_path", required=True, help="the test data (test.py's --volume_path)")
     parser.add_argument("--list_dir", required=True, help="the lists (test.py's --list_dir)")
+    parser.add_argument("--test_list", default=None, help="the test list in --list_dir (default: the data set's)")
     parser.add_argument("--root_path", default=None, help="the training data (default: the run's)")
     parser.add_argument("--num_batches", type=int, default=36, help="training batches for the fit and agreement")
     parser.add_argument("--batch_size", type=int, default=8)
@@ -80,7 +81,7 @@ def test_scores(model, ckpt: dict, args, device) -> dict:
     run = saved_options(ckpt).run
     config = build_test_parser(run.dataset).parse_config(
         ["--checkpoint", args.checkpoint, "--volume_path", args.volume_path, "--list_dir", args.list_dir,
-         "--device", str(device)])
+         "--device", str(device), *(["--test_list", args.test_list] if args.test_list else [])])
     dataset = with_test_context(build_eval_dataset(config, config.test_list), config, model.arch, saved_options(ckpt),
                                 model.img_size, str(device), args.checkpoint)
     dataset = with_model_input(dataset, get_dataset(config.dataset), model, model_context(model.arch))
