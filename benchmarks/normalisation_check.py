@@ -11,7 +11,10 @@ Reports, for the checkpoint as it is:
   against the labels;
 * ``test``: mean DSC / HD95 of the test split (test.py's protocol) in both modes.
 Batch statistics normalise each batch by itself, so they are independent of the running statistics: where the two
-modes agree, the running statistics fit. Test options other than the data paths are test.py's defaults.
+modes agree on the (shuffled) training batches, the running statistics fit. On the test split, test.py's batches are
+consecutive slices of one volume, whose statistics can be unlike any training batch's (near-empty slices at a
+volume's ends): read its batch-statistics scores with that in mind. Test options other than the data paths are
+test.py's defaults.
 """
 from __future__ import annotations
 
