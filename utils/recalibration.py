@@ -19,7 +19,6 @@ import torch
 
 from datasets import get_dataset
 from datasets.argtypes import positive_int
-from datasets.errors import DataError
 from utils.batch_context import model_context, with_training_context
 from utils.checkpoint import CheckpointError, build_model_from_checkpoint, save_checkpoint
 from utils.cli import HelpFormatter, run_cli
@@ -31,7 +30,7 @@ from utils.normalisation import (
     NormalisationFit, batchnorm_layers, format_fit_table, normalisation_fit, recalibrate_batchnorm,
 )
 from utils.runlog import logger, run_logging, seed_everything
-from utils.train_data import LoadFailure, build_train_dataset, make_batch_sampler, train_loader
+from utils.train_data import batch_on_device, build_train_dataset, make_batch_sampler, train_loader
 
 RECALIBRATED_SUFFIX = "_recalibrated"
 DEFAULT_BATCHES = 200  # PreciseBN's finding: a few hundred batches make the estimate as good as the population's
@@ -95,10 +94,7 @@ def training_batches(trained: TrainConfig, model: torch.nn.Module, batch_size: i
         if len(loader) == 0:
             raise ValueError(f"{run.list_dir}: the training list gives no batch of {batch_size} items")
         for batch in loader:
-            if isinstance(batch, LoadFailure):
-                raise DataError(batch.path, batch.problem)
-            yield {key: value.to(device, dtype if value.is_floating_point() else None)
-                   if isinstance(value, torch.Tensor) else value for key, value in batch.items()}
+            yield batch_on_device(batch, device, dtype)
             drawn += 1
             if drawn == num_batches:
                 return

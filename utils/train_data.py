@@ -55,6 +55,15 @@ def collate_or_failure(items: list):
     return failure if failure is not None else torch.utils.data.default_collate(items)
 
 
+def batch_on_device(batch, device: torch.device, dtype: torch.dtype) -> dict:
+    """A collated batch of :func:`train_loader` on ``device``, floating tensors in ``dtype`` (the model's); the
+    DataError of a file that could not be loaded, raised here in the main process."""
+    if isinstance(batch, LoadFailure):
+        raise DataError(batch.path, batch.problem)
+    return {key: value.to(device, dtype if value.is_floating_point() else None, non_blocking=True)
+            if isinstance(value, torch.Tensor) else value for key, value in batch.items()}
+
+
 def train_loader(dataset: torch.utils.data.Dataset, sampler, epoch: int, num_workers: int,
                  device: torch.device) -> DataLoader:
     """DataLoader of one epoch (this rank's share of every global batch); the shuffle and the dataset's

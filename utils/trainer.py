@@ -33,7 +33,6 @@ from torch import nn
 from tqdm import tqdm
 
 from datasets import get_dataset
-from datasets.errors import DataError
 from networks import create_model, model_entry, model_summary
 from utils.batch_context import model_context, with_training_context, with_validation_context
 from utils.checkpoint import atomic_write_json
@@ -56,7 +55,7 @@ from utils.runlog import (
     CreatedPaths, CsvLog, TensorBoard, amp_dtype, errors_logged, held_warnings, logger, removed_on_failure,
     run_logging, seed_everything, to_log_file,
 )
-from utils.train_data import LoadFailure, build_train_dataset, make_batch_sampler, train_loader
+from utils.train_data import batch_on_device, build_train_dataset, make_batch_sampler, train_loader
 
 LOG_EVERY_STEPS = 50  # release logs the loss every 50 iterations
 STEP_LOG_COLUMNS = ("step", "epoch", "loss", "lr")  # train_steps.csv, then one column per model scalar
@@ -264,12 +263,6 @@ class Trainer:
                                      f"loss {value} (the checkpoints already written are kept)")
         return value, outputs
 
-    def to_device(self, batch: dict) -> dict:
-        """Tensors of a collated batch on the training device (floating ones in the model's dtype)."""
-        return {key: value.to(self.device, self.input_dtype if value.is_floating_point() else None,
-                              non_blocking=True) if isinstance(value, torch.Tensor) else value
-                for key, value in batch.items()}
-
     def run_epoch(self, epoch: int) -> tuple[float, bool]:
         """One epoch; returns (mean loss, whether --max_steps was reached)."""
         run, state = self.config.run, self.state
@@ -285,9 +278,7 @@ class Trainer:
         progress = tqdm(loader, desc=f"epoch {epoch + 1}/{self.recipe.max_epochs}", leave=False,
                         disable=None if self.context.is_main else True)
         for step_in_epoch, batch in enumerate(progress):
-            if isinstance(batch, LoadFailure):
-                raise DataError(batch.path, batch.problem)
-            batch = self.to_device(batch)
+            batch = batch_on_device(batch, self.device, self.input_dtype)
             loss, outputs = self.train_step(batch)
             state.global_step += 1
             self.model.after_optimizer_step(epoch, step_in_epoch == 0, loss)
