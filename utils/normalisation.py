@@ -44,41 +44,57 @@ class NormalisationFit:
         return max(self.variance_ratio, 1.0 / self.variance_ratio)
 
 
+@dataclass(frozen=True)
 class _InputMoments:
-    """Per-channel sums of a layer's inputs over every forward, in float64."""
+    """Per-channel count, sum and sum of squares of a layer's inputs, in float64."""
 
-    def __init__(self) -> None:
-        self.count = 0
-        self.total: torch.Tensor | float = 0.0
-        self.squares: torch.Tensor | float = 0.0
+    count: int
+    total: torch.Tensor
+    squares: torch.Tensor
 
-    def __call__(self, module: nn.Module, inputs: tuple) -> None:
-        x = inputs[0].detach().double().transpose(0, 1).reshape(inputs[0].shape[1], -1)
-        self.count += x.shape[1]
-        self.total = self.total + x.sum(1)
-        self.squares = self.squares + x.square().sum(1)
+    @classmethod
+    def of(cls, x: torch.Tensor) -> _InputMoments:
+        values = x.detach().double().transpose(0, 1).reshape(x.shape[1], -1)
+        return cls(values.shape[1], values.sum(1), values.square().sum(1))
+
+    @classmethod
+    def pooled(cls, parts: list[_InputMoments]) -> _InputMoments:
+        return cls(sum(part.count for part in parts), sum(part.total for part in parts),
+                   sum(part.squares for part in parts))
 
     def mean_and_variance(self) -> tuple[torch.Tensor, torch.Tensor]:
         mean = self.total / self.count
         return mean, (self.squares / self.count - mean.square()).clamp(min=0)
 
 
-def normalisation_fit(model: nn.Module, batches: Iterable[dict], forward: BatchForward) -> list[NormalisationFit]:
-    """Evaluation-mode forwards of ``batches``; for every BatchNorm layer, the fit of its running statistics to the
-    inputs it received (pooled over all batches). The model is left in evaluation mode; no state changes."""
-    layers = batchnorm_layers(model)
-    moments = {name: _InputMoments() for name, _ in layers}
-    handles = [layer.register_forward_pre_hook(moments[name]) for name, layer in layers]
-    model.eval()
+def _call_moments(model: nn.Module, run: Callable[[], None]) -> dict[str, list[_InputMoments]]:
+    """``run()`` without autograd, recording the input moments of every call of every BatchNorm layer."""
+    calls: dict[str, list[_InputMoments]] = {name: [] for name, _ in batchnorm_layers(model)}
+
+    def record(name: str):
+        return lambda module, inputs: calls[name].append(_InputMoments.of(inputs[0]))
+
+    handles = [layer.register_forward_pre_hook(record(name)) for name, layer in batchnorm_layers(model)]
     try:
         with torch.no_grad():
-            for batch in batches:
-                forward(model, batch)
+            run()
     finally:
         for handle in handles:
             handle.remove()
-    return [_fit(name, layer, moments[name]) for name, layer in layers
-            if moments[name].count]  # a layer this model's forward does not call has nothing to fit
+    return calls
+
+
+def normalisation_fit(model: nn.Module, batches: Iterable[dict], forward: BatchForward) -> list[NormalisationFit]:
+    """Evaluation-mode forwards of ``batches``; for every BatchNorm layer, the fit of its running statistics to the
+    inputs it received (pooled over all batches). The model is left in evaluation mode; no state changes."""
+    def run() -> None:
+        for batch in batches:
+            forward(model, batch)
+
+    model.eval()
+    calls = _call_moments(model, run)
+    return [_fit(name, layer, _InputMoments.pooled(calls[name])) for name, layer in batchnorm_layers(model)
+            if calls[name]]  # a layer this model's forward does not call has nothing to fit
 
 
 def _fit(label: str, layer: nn.modules.batchnorm._BatchNorm, moments: _InputMoments) -> NormalisationFit:
@@ -95,28 +111,13 @@ def call_fits(model: nn.Module, batch: dict, forward: BatchForward) -> list[Norm
     k-th call of a layer called several times). After :func:`recalibrate_batchnorm` on this one batch, every call of
     a layer that sees one distribution fits exactly (up to the unbiased variance's n / (n - 1)); a layer serving
     several call sites cannot fit them all."""
-    layers = batchnorm_layers(model)
-    calls: dict[str, list[_InputMoments]] = {name: [] for name, _ in layers}
-
-    def record(name: str):
-        def hook(module: nn.Module, inputs: tuple) -> None:
-            calls[name].append(_InputMoments())
-            calls[name][-1](module, inputs)
-        return hook
-
-    handles = [layer.register_forward_pre_hook(record(name)) for name, layer in layers]
-    try:
-        with torch.no_grad(), batch_statistics(model.eval()):
+    def run() -> None:
+        with batch_statistics(model.eval()):
             forward(model, batch)
-    finally:
-        for handle in handles:
-            handle.remove()
-    fits = []
-    for name, layer in layers:
-        for index, moments in enumerate(calls[name]):
-            label = name if len(calls[name]) == 1 else f"{name}#{index}"
-            fits.append(_fit(label, layer, moments))
-    return fits
+
+    calls = _call_moments(model, run)
+    return [_fit(name if len(calls[name]) == 1 else f"{name}#{index}", layer, moments)
+            for name, layer in batchnorm_layers(model) for index, moments in enumerate(calls[name])]
 
 
 def recalibrate_batchnorm(model: nn.Module, batches: Iterable[dict], forward: BatchForward) -> int:
