@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -186,7 +187,7 @@ def export_network(form: str, network: NetworkLogits, inputs: dict[str, torch.Te
             raise RuntimeError(f"{what} exported to {form} differs from the eager model: max |difference| "
                                f"{record['max_abs_difference']:.3g} beyond {record['tolerance']}")
         with atomic_path(out) as final:
-            os.replace(staged, final)
+            shutil.move(staged, final)  # a copy where the scratch folder is on another file system (tmpfs /tmp)
     return exporter, record
 
 
